@@ -1,0 +1,64 @@
+"""torch_qdev: an out-of-tree PyTorch backend for an NPU-like virtual device.
+
+``import torch_qdev`` (or plain ``import torch``, through the ``torch.backends``
+entry point) renames PyTorch's PrivateUse1 backend to ``qdev`` and installs
+``torch.qdev``, the ``Tensor.qdev()``/``is_qdev`` methods and the torch.compile
+hooks. qdev memory is host memory managed by the qdrt runtime.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+from ._version import __version__, check_torch_version
+
+check_torch_version()
+
+from . import _C  # noqa: E402  (loads libqdrt and libtorch_qdev, registering the backend)
+from . import qdev as _device_module  # noqa: E402
+
+__all__ = ["__version__"]
+
+_register_lock = threading.Lock()
+_registered = False
+
+
+def _register() -> None:
+    """Wires qdev into torch; idempotent, so autoload and explicit import may both call it."""
+    global _registered
+    with _register_lock:
+        if _registered:
+            return
+        name = torch._C._get_privateuse1_backend_name()
+        if name != "qdev":
+            # Raises the standard "already set" error if another backend owns PrivateUse1.
+            torch.utils.rename_privateuse1_backend("qdev")
+        if getattr(torch, "qdev", None) is not _device_module:
+            torch._register_device_module("qdev", _device_module)
+        if not hasattr(torch.Tensor, "is_qdev"):
+            torch.utils.generate_methods_for_privateuse1_backend(
+                for_tensor=True, for_module=True, for_packed_sequence=True, for_storage=True
+            )
+        from . import _compile
+
+        _compile.install()
+        _registered = True
+
+
+def _autoload() -> None:
+    """Entry point for ``torch.backends`` autoload (see pyproject.toml).
+
+    Runs during ``import torch``; it never raises, so a broken build cannot make
+    ``import torch`` fail for everyone (it warns instead).
+    """
+    try:
+        _register()
+    except Exception as exc:  # pragma: no cover - exercised only with broken installs
+        import warnings
+
+        warnings.warn(f"torch_qdev could not be autoloaded: {exc}", RuntimeWarning, stacklevel=2)
+
+
+_register()

@@ -1,0 +1,68 @@
+// torch_qdev._C: the Python face of the qdev runtime. Only glue: every
+// function forwards to csrc/runtime.
+#include <ATen/Context.h>
+#include <c10/core/CachingDeviceAllocator.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <torch/csrc/Generator.h>
+#include <torch/csrc/utils/device_lazy_init.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include "QdevException.h"
+#include "QdevFunctions.h"
+#include "QdevGenerator.h"
+#include "QdevStream.h"
+
+namespace py = pybind11;
+
+namespace {
+
+py::object default_generator(c10::DeviceIndex device) {
+  const at::Generator& gen = c10::qdev::default_generator(device);
+  return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(gen));
+}
+
+py::tuple device_properties(c10::DeviceIndex device) {
+  c10::qdev::check_device_index(device);
+  qdDeviceProp prop;
+  QDEV_CHECK(qdGetDeviceProperties(&prop, device));
+  return py::make_tuple(std::string(prop.name), prop.totalGlobalMem, prop.multiProcessorCount,
+                        prop.major, prop.minor);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "qdev runtime bindings";
+  m.def("_init", [] {
+    torch::utils::register_fork_handler_for_device_init(at::kPrivateUse1);
+    at::globalContext().lazyInitDevice(c10::DeviceType::PrivateUse1);
+  });
+  m.def("_is_in_bad_fork", [] { return torch::utils::is_device_in_bad_fork(at::kPrivateUse1); });
+  m.def("_get_device_count", [] { return static_cast<int>(c10::qdev::device_count()); });
+  m.def("_get_device", [] { return static_cast<int>(c10::qdev::current_device()); });
+  m.def("_set_device", [](int d) { c10::qdev::set_device(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_exchange_device", [](int d) {
+    return static_cast<int>(c10::qdev::exchange_device(static_cast<c10::DeviceIndex>(d)));
+  });
+  m.def("_check_device_index",
+        [](int d) { c10::qdev::check_device_index(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_get_default_generator",
+        [](int d) { return default_generator(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_get_device_properties",
+        [](int d) { return device_properties(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_stream_priority", [](int64_t stream_id) {
+    return stream_id > c10::qdev::kStreamsPerPool ? -1 : 0;
+  });
+  m.def("_stream_priority_range", [] {
+    int least = 0, greatest = 0;
+    QDEV_CHECK(qdDeviceGetStreamPriorityRange(&least, &greatest));
+    return py::make_tuple(least, greatest);
+  });
+  m.def("_device_memory_used", [](int d) {
+    c10::qdev::check_device_index(static_cast<c10::DeviceIndex>(d));
+    size_t used = 0;
+    QDEV_CHECK(qdDeviceMemoryUsed(d, &used));
+    return used;
+  });
+}
