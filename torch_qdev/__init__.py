@@ -8,9 +8,23 @@ hooks. qdev memory is host memory managed by the qdrt runtime.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
-import torch
+if "torch" not in sys.modules:
+    # `import torch` would autoload this very package (the torch.backends entry
+    # point) while it is half-initialized; it registers itself below instead.
+    _autoload_env = os.environ.get("TORCH_DEVICE_BACKEND_AUTOLOAD")
+    os.environ["TORCH_DEVICE_BACKEND_AUTOLOAD"] = "0"
+    try:
+        import torch
+    finally:
+        if _autoload_env is None:
+            del os.environ["TORCH_DEVICE_BACKEND_AUTOLOAD"]
+        else:
+            os.environ["TORCH_DEVICE_BACKEND_AUTOLOAD"] = _autoload_env
+else:
+    import torch
 
 from ._version import __version__, check_torch_version
 

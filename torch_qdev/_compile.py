@@ -144,9 +144,31 @@ def inductor_component(name: str) -> Any:
             from torch._inductor.codegen.wrapper import PythonWrapperCodegen
             from torch._inductor.codegen.wrapper_fxir import WrapperFxCodegen
 
+            from torch._inductor.virtualized import V
+
+            class QdevPythonWrapperCodegen(PythonWrapperCodegen):
+                """Calls Inductor's C++ kernels as CPU kernels: qdev buffers are host memory."""
+
+                @staticmethod
+                def create(is_subgraph: bool, subgraph_name: Any, parent_wrapper: Any,
+                           partition_signatures: Any = None) -> Any:
+                    if is_subgraph:
+                        return PythonWrapperCodegen.create(
+                            is_subgraph, subgraph_name, parent_wrapper, partition_signatures)
+                    return QdevPythonWrapperCodegen()
+
+                def _generate_kernel_call_helper(self, kernel_name: str, call_args: Any, *,
+                                                 device: Any = None, triton: bool = True,
+                                                 **kwargs: Any) -> Any:
+                    device = device or V.graph.get_current_device_or_throw()
+                    if device.type == "qdev" and not triton:
+                        device = torch.device("cpu")
+                    return super()._generate_kernel_call_helper(
+                        kernel_name, call_args, device=device, triton=triton, **kwargs)
+
             _inductor_components.update(
                 Scheduling=CppScheduling,
-                PythonWrapperCodegen=PythonWrapperCodegen,
+                PythonWrapperCodegen=QdevPythonWrapperCodegen,
                 CppWrapperCodegen=CppWrapperCpu,
                 WrapperFxCodegen=WrapperFxCodegen,
             )

@@ -40,19 +40,26 @@ class Stream(torch.Stream):
         return f"<torch.qdev.Stream device=qdev:{self.device_index} stream_id={self.stream_id}>"
 
 
-class Event(torch.Event):
-    """A marker in a stream; ``elapsed_time`` needs ``enable_timing=True``."""
+class _QdevEventType(type):
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, torch.Event) and obj.device.type == "qdev"
+
+
+class Event(metaclass=_QdevEventType):
+    """A marker in a qdev stream; ``elapsed_time`` needs ``enable_timing=True``.
+
+    Returns a plain ``torch.Event`` on the qdev device (torch's event methods
+    accept only that exact type); ``isinstance(e, torch.qdev.Event)`` holds for
+    every qdev event.
+    """
 
     def __new__(cls, enable_timing: bool = False, blocking: bool = False,
-                interprocess: bool = False, device: Any = None) -> "Event":
+                interprocess: bool = False, device: Any = None) -> torch.Event:
         if interprocess:
             raise NotImplementedError("qdev events cannot be shared between processes")
         index = _get_device_index(device, optional=True)
-        return super().__new__(cls, device=torch.device("qdev", index),
-                               enable_timing=enable_timing, blocking=blocking)
-
-    def __repr__(self) -> str:
-        return f"<torch.qdev.Event device=qdev:{self.device.index} id={self.event_id}>"
+        return torch.Event(torch.device("qdev", index), enable_timing=enable_timing,
+                           blocking=blocking)
 
 
 def _wrap(s: torch.Stream) -> Stream:

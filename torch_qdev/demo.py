@@ -1,0 +1,77 @@
+"""A short tour of the qdev device (``python3 run.py demo``)."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import torch_qdev  # noqa: F401  (also autoloaded by `import torch`)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--compile", action="store_true", help="also run the model under torch.compile")
+    args = parser.parse_args(argv)
+
+    qdev = torch.qdev
+    print(f"torch {torch.__version__}, torch_qdev {torch_qdev.__version__}")
+    print(f"accelerator: {torch.accelerator.current_accelerator()}, {qdev.device_count()} devices")
+    for i in range(qdev.device_count()):
+        props = qdev.get_device_properties(i)
+        free, total = qdev.mem_get_info(i)
+        print(f"  qdev:{i}  {props.name}  capacity {total / 2**30:.1f} GiB, free {free / 2**30:.1f} GiB")
+
+    torch.manual_seed(0)  # seeds the qdev generators too
+    model = torch.nn.Sequential(
+        torch.nn.Linear(256, 512), torch.nn.GELU(), torch.nn.Linear(512, 10)
+    )
+    x = torch.randn(64, 256)
+    expected = model(x)
+
+    model = model.qdev()
+    xq = x.to("qdev", non_blocking=True)
+    start, end = qdev.Event(enable_timing=True), qdev.Event(enable_timing=True)
+    start.record()
+    y = model(xq)
+    end.record()
+    end.synchronize()
+    print(f"MLP forward on {y.device}: max |qdev - cpu| = {(y.cpu() - expected).abs().max():.2e}, "
+          f"{start.elapsed_time(end):.2f} ms")
+
+    loss = y.square().mean()
+    loss.backward()
+    grad = model[0].weight.grad
+    print(f"backward: grad on {grad.device}, norm {grad.norm().item():.4f}")
+
+    s = qdev.Stream()
+    with qdev.stream(s):
+        z = torch.randn(1024, 1024, device="qdev") @ torch.randn(1024, 1024, device="qdev")
+    s.synchronize()
+    print(f"side stream {s.stream_id} (priority {s.priority}) produced {tuple(z.shape)}")
+
+    with qdev.device(1):
+        w = torch.ones(4, device="qdev")
+    print(f"with torch.qdev.device(1): tensor on {w.device}; copy to qdev:0 -> {w.to('qdev:0').device}")
+
+    qdev.manual_seed(1234)
+    a = torch.rand(3, device="qdev")
+    qdev.manual_seed(1234)
+    b = torch.rand(3, device="qdev")
+    print(f"qdev RNG reproducible after manual_seed: {torch.equal(a, b)}")
+
+    if args.compile:
+        t0 = time.perf_counter()
+        compiled = torch.compile(model)
+        yc = compiled(xq)
+        print(f"torch.compile (inductor): max |compiled - eager| = {(yc - y).abs().max().item():.2e}, "
+              f"first call {time.perf_counter() - t0:.1f} s")
+
+    print(f"memory: allocated {qdev.memory_allocated() / 2**20:.2f} MiB, "
+          f"reserved {qdev.memory_reserved() / 2**20:.2f} MiB, "
+          f"peak {qdev.max_memory_allocated() / 2**20:.2f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
