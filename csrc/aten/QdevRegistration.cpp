@@ -26,6 +26,8 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("fill_.Scalar", native::fill_scalar_);
   m.impl("fill_.Tensor", native::fill_tensor_);
   m.impl("zero_", native::zero_);
+  m.impl("record_stream", native::record_stream);
+  m.impl("native_dropout", native::native_dropout);
 }
 
 // Random ops run the CPU kernel on aliases with the qdev generator's engine
@@ -40,6 +42,18 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
         "cauchy_", "randperm.generator_out", "multinomial", "normal.Tensor_float",
         "normal.float_Tensor", "normal.Tensor_Tensor"}) {
     m.impl(name, random_kernel());
+  }
+}
+
+// Functional ops whose structured default (meta + the CPU out= kernel) trips a
+// CPU-kernel quirk: run the CPU functional kernel instead. (mse_loss.out on the
+// CPU resizes a 0-dim out to the input shape and warns about it.)
+//
+// convolution: its composite default picks convolution_overrideable for
+// backends other than CPU/CUDA; the CPU kernels (oneDNN) run on aliases.
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  for (const char* name : {"mse_loss", "convolution", "convolution_backward"}) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&native::cpu_fallback>());
   }
 }
 

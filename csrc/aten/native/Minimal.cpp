@@ -9,6 +9,9 @@
 #include <ATen/ops/resize_native.h>
 #include <ATen/ops/set_native.h>
 #include <ATen/ops/view_native.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/ones_like.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <c10/core/DeviceGuard.h>
 
 #include "../../runtime/QdevFunctions.h"
@@ -125,5 +128,26 @@ at::Tensor& fill_tensor_(at::Tensor& self, const at::Tensor& value) {
 }
 
 at::Tensor& zero_(at::Tensor& self) { return fill_scalar_(self, 0); }
+
+void record_stream(at::Tensor& self, c10::Stream stream) {
+  TORCH_CHECK(stream.device_type() == kQdev, "record_stream: expected a qdev stream, got one on ",
+              stream.device());
+  c10::getDeviceAllocator(kQdev)->recordStream(self.storage().data_ptr(), stream);
+}
+
+std::tuple<at::Tensor, at::Tensor> native_dropout(const at::Tensor& input, double p,
+                                                  std::optional<bool> train) {
+  TORCH_CHECK(p >= 0 && p <= 1, "dropout probability has to be between 0 and 1, but got ", p);
+  auto mask_options = input.options().dtype(c10::kBool);
+  if (train.has_value() && !*train) {
+    return {input.clone(), at::ones_like(input, mask_options)};
+  }
+  double keep = 1.0 - p;
+  double scale = keep == 0 ? 0.0 : 1.0 / keep;
+  at::Tensor mask = at::empty_like(input, mask_options);
+  mask.bernoulli_(keep);
+  at::Tensor output = input.mul(mask).mul_(scale);
+  return {output, mask};
+}
 
 }  // namespace at::native::qdev

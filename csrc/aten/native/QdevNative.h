@@ -42,6 +42,11 @@ c10::Scalar local_scalar_dense(const at::Tensor& self);
 at::Tensor& fill_scalar_(at::Tensor& self, const c10::Scalar& value);
 at::Tensor& fill_tensor_(at::Tensor& self, const at::Tensor& value);
 at::Tensor& zero_(at::Tensor& self);
+void record_stream(at::Tensor& self, c10::Stream stream);
+// Draws its mask with bernoulli_, i.e. from the qdev generator (the op has no
+// generator argument, so the CPU kernel would use the CPU generator).
+std::tuple<at::Tensor, at::Tensor> native_dropout(const at::Tensor& input, double p,
+                                                  std::optional<bool> train);
 
 // --- copies (Copy.cpp) --------------------------------------------------------
 at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blocking);
