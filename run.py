@@ -43,7 +43,7 @@ def ensure_venv() -> None:
     digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
     if not REQ_STAMP.exists() or REQ_STAMP.read_text() != digest:
         log("installing pinned requirements")
-        sh(PY, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", REQUIREMENTS)
+        sh(PY, "-m", "pip", "install", "--disable-pip-version-check", "-qq", "-r", REQUIREMENTS)
         REQ_STAMP.write_text(digest)
 
 

@@ -72,6 +72,15 @@ void update_stat(c10::CachingDeviceAllocator::StatArray& stat, size_t pool_index
   }
 }
 
+template <typename Fn>
+void for_each_stat(DeviceStats& s, Fn fn) {
+  for (auto* arr : {&s.allocation, &s.segment, &s.active, &s.inactive_split, &s.allocated_bytes,
+                    &s.reserved_bytes, &s.active_bytes, &s.inactive_split_bytes,
+                    &s.requested_bytes}) {
+    for (auto& stat : *arr) fn(stat);
+  }
+}
+
 size_t pool_of(const Block* b) {
   return size_t(b->size <= kSmallLimit ? StatType::SMALL_POOL : StatType::LARGE_POOL);
 }
@@ -145,11 +154,7 @@ class QdevCachingAllocator final : public c10::DeviceAllocator {
     device = resolve_device_index(device);
     std::lock_guard<std::mutex> lock(mu_);
     DeviceStats& s = state(device).stats;
-    for (auto* arr : {&s.allocation, &s.segment, &s.active, &s.inactive_split, &s.allocated_bytes,
-                      &s.reserved_bytes, &s.active_bytes, &s.inactive_split_bytes,
-                      &s.requested_bytes}) {
-      for (auto& stat : *arr) stat.reset_accumulated();
-    }
+    for_each_stat(s, [](c10::CachingAllocator::Stat& stat) { stat.reset_accumulated(); });
     s.num_alloc_retries = 0;
     s.num_ooms = 0;
     s.num_device_alloc = 0;
@@ -159,12 +164,7 @@ class QdevCachingAllocator final : public c10::DeviceAllocator {
   void resetPeakStats(c10::DeviceIndex device) override {
     device = resolve_device_index(device);
     std::lock_guard<std::mutex> lock(mu_);
-    DeviceStats& s = state(device).stats;
-    for (auto* arr : {&s.allocation, &s.segment, &s.active, &s.inactive_split, &s.allocated_bytes,
-                      &s.reserved_bytes, &s.active_bytes, &s.inactive_split_bytes,
-                      &s.requested_bytes}) {
-      for (auto& stat : *arr) stat.reset_peak();
-    }
+    for_each_stat(state(device).stats, [](c10::CachingAllocator::Stat& stat) { stat.reset_peak(); });
   }
 
   std::pair<size_t, size_t> getMemoryInfo(c10::DeviceIndex device) override {

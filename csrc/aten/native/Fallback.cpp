@@ -55,6 +55,18 @@ bool is_optional_generator(const c10::Argument& arg) {
          c10::TypeKind::GeneratorType;
 }
 
+// A copy of a Tensor[] / Tensor?[] list with fn applied to its tensors.
+template <typename Fn>
+c10::impl::GenericList map_tensors(const c10::impl::GenericList& list, Fn fn) {
+  c10::impl::GenericList out(list.elementType());
+  out.reserve(list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    c10::IValue e = list.get(i);
+    out.push_back(e.isTensor() ? c10::IValue(fn(e.toTensor())) : e);
+  }
+  return out;
+}
+
 class FallbackCall {
  public:
   explicit FallbackCall(const c10::OperatorHandle& op) : op_(op), schema_(op.schema()) {}
@@ -149,14 +161,7 @@ class FallbackCall {
   c10::IValue convert(const c10::IValue& v, const c10::Argument& arg, bool is_write) {
     if (v.isTensor()) return alias_of(v.toTensor(), is_write);
     if (v.isList()) {
-      auto list = v.toList();
-      c10::impl::GenericList out(list.elementType());
-      out.reserve(list.size());
-      for (size_t i = 0; i < list.size(); ++i) {
-        c10::IValue e = list.get(i);
-        out.push_back(e.isTensor() ? c10::IValue(alias_of(e.toTensor(), is_write)) : e);
-      }
-      return out;
+      return map_tensors(v.toList(), [&](const at::Tensor& t) { return alias_of(t, is_write); });
     }
     if (v.isGenerator()) {
       const at::Generator& gen = v.toGenerator();
@@ -218,14 +223,7 @@ class FallbackCall {
   c10::IValue map_return(const c10::IValue& v) {
     if (v.isTensor()) return to_qdev(v.toTensor());
     if (v.isList()) {
-      auto list = v.toList();
-      c10::impl::GenericList out(list.elementType());
-      out.reserve(list.size());
-      for (size_t i = 0; i < list.size(); ++i) {
-        c10::IValue e = list.get(i);
-        out.push_back(e.isTensor() ? c10::IValue(to_qdev(e.toTensor())) : e);
-      }
-      return out;
+      return map_tensors(v.toList(), [&](const at::Tensor& t) { return to_qdev(t); });
     }
     return v;
   }
