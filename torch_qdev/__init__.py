@@ -33,7 +33,22 @@ check_torch_version()
 from . import _C  # noqa: E402  (loads libqdrt and libtorch_qdev, registering the backend)
 from . import qdev as _device_module  # noqa: E402
 
-__all__ = ["__version__"]
+from . import ops  # noqa: E402  (typed wrappers over torch.ops.qdev.*)
+from .ops import (  # noqa: E402
+    Format,
+    get_npu_format,
+    get_storage_size,
+    npu_dynamic_quant,
+    npu_dynamic_quant_asymmetric,
+    npu_format_cast,
+    npu_format_cast_,
+    npu_quant_matmul,
+    npu_trans_quant_param,
+)
+
+__all__ = ["__version__", "Format", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
+           "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_", "npu_quant_matmul",
+           "npu_trans_quant_param"]
 
 _register_lock = threading.Lock()
 _registered = False

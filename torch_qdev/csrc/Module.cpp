@@ -8,6 +8,8 @@
 #include <torch/csrc/utils/device_lazy_init.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include "../../csrc/aten/native/QdevFormat.h"
+#include "../../csrc/aten/native/QuantOps.h"
 #include "QdevException.h"
 #include "QdevFunctions.h"
 #include "QdevGenerator.h"
@@ -59,6 +61,11 @@ PYBIND11_MODULE(_C, m) {
     QDEV_CHECK(qdDeviceGetStreamPriorityRange(&least, &greatest));
     return py::make_tuple(least, greatest);
   });
+  m.def("_get_cpu_isa", [] { return at::native::qdev::cpu_isa(); });
+  m.def("_set_cpu_isa", [](const std::string& name) { return at::native::qdev::set_cpu_isa(name); });
+  m.def("_supported_cpu_isas", [] { return at::native::qdev::supported_cpu_isas(); });
+  m.def("_set_allow_internal_format",
+        [](bool allow) { at::native::qdev::set_allow_internal_format(allow); });
   m.def("_device_memory_used", [](int d) {
     c10::qdev::check_device_index(static_cast<c10::DeviceIndex>(d));
     size_t used = 0;

@@ -20,6 +20,9 @@ class _Config:
         if not isinstance(value, bool):
             raise TypeError(f"allow_internal_format must be a bool, got {type(value).__name__}")
         self._allow_internal_format = value
+        from .. import _C
+
+        _C._set_allow_internal_format(value)
 
     def __repr__(self) -> str:
         return f"torch.qdev.config(allow_internal_format={self._allow_internal_format})"

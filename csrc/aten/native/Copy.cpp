@@ -10,6 +10,7 @@
 
 #include "../../runtime/QdevException.h"
 #include "../../runtime/QdevStream.h"
+#include "QdevFormat.h"
 #include "QdevNative.h"
 
 namespace at::native::qdev {
@@ -40,7 +41,8 @@ at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blo
   c10::DeviceIndex device = is_qdev(dst) ? dst.device().index() : self.device().index();
   c10::DeviceGuard guard(c10::Device(c10::DeviceType::PrivateUse1, device));
 
-  if (non_blocking && can_copy_async(self, dst)) {
+  if (non_blocking && can_copy_async(self, dst) && !is_internal_format(self) &&
+      !is_internal_format(dst)) {
     c10::Storage keep_src = self.storage();
     c10::Storage keep_dst = dst.storage();
     const void* src_ptr = self.const_data_ptr();
@@ -55,9 +57,12 @@ at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blo
 
   if (is_qdev(self)) c10::qdev::sync_current_stream(self.device().index());
   if (is_qdev(dst)) c10::qdev::sync_current_stream(dst.device().index());
-  at::Tensor src_view = is_qdev(self) ? cpu_alias(self) : self;
-  at::Tensor dst_view = is_qdev(dst) ? cpu_alias(dst) : dst;
+  // Internal-format (FRACTAL_NZ) sides are unpacked to ND around the copy.
+  const at::Tensor src_view = logical_host_view(self);
+  at::Tensor dst_base;
+  at::Tensor dst_view = logical_host_view(dst, &dst_base);
   dst_view.copy_(src_view);
+  if (dst_base.defined()) store_nd_base(dst, dst_base);
   return dst;
 }
 

@@ -32,6 +32,7 @@
 #include "../../runtime/QdevFunctions.h"
 #include "../../runtime/QdevGenerator.h"
 #include "../../runtime/QdevStream.h"
+#include "QdevFormat.h"
 #include "QdevNative.h"
 
 namespace at::native::qdev {
@@ -98,6 +99,7 @@ class FallbackCall {
     }
 
     for (auto& w : writes_) sync_written(w.original, w.alias);
+    for (auto& w : internal_writes_) store_nd_base(w.original, w.alias);
     const size_t num_returns = schema_.returns().size();
     for (auto it = stack->end() - num_returns; it != stack->end(); ++it) *it = map_return(*it);
   }
@@ -152,6 +154,14 @@ class FallbackCall {
 
   at::Tensor alias_of(const at::Tensor& t, bool is_write) {
     if (!is_qdev(t)) return t;
+    if (is_internal_format(t)) {
+      // FRACTAL_NZ: the op works on an unpacked ND copy, packed back if written.
+      at::Tensor nd_base;
+      at::Tensor view = logical_host_view(t, &nd_base);
+      aliases_.push_back({t, view});
+      if (is_write) internal_writes_.push_back({t, nd_base});
+      return view;
+    }
     at::Tensor alias = cpu_alias(t, /*resizable=*/is_write);
     aliases_.push_back({t, alias});
     if (is_write) writes_.push_back({t, alias});
@@ -236,6 +246,7 @@ class FallbackCall {
   bool cpu_seen_ = false;
   std::vector<Alias> aliases_;
   std::vector<Alias> writes_;
+  std::vector<Alias> internal_writes_;  // (qdev tensor, its unpacked ND base)
 };
 
 }  // namespace

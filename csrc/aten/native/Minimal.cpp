@@ -1,6 +1,7 @@
 // The minimal op set a PrivateUse1 backend must provide natively: factories,
 // views and storage plumbing, which the CPU fallback cannot emulate.
 #include <ATen/EmptyTensor.h>
+#include <ATen/TensorUtils.h>
 #include <ATen/native/Resize.h>
 #include <ATen/ops/_local_scalar_dense_native.h>
 #include <ATen/ops/_reshape_alias_native.h>
@@ -15,7 +16,9 @@
 #include <c10/core/DeviceGuard.h>
 
 #include "../../runtime/QdevFunctions.h"
+#include "../../runtime/QdevStorageImpl.h"
 #include "../../runtime/QdevStream.h"
+#include "QdevFormat.h"
 #include "QdevNative.h"
 
 namespace at::native::qdev {
@@ -41,26 +44,45 @@ void sync_for_host(const at::Tensor& t) { c10::qdev::sync_current_stream(t.devic
 
 }  // namespace
 
+// Every qdev storage is a QdevStorageImpl, so that it can carry a format.
+at::Tensor make_qdev_tensor(c10::IntArrayRef size, std::optional<c10::IntArrayRef> stride,
+                            c10::ScalarType dtype, c10::Device device) {
+  at::detail::check_size_nonnegative(size);
+  const auto meta = c10::scalarTypeToTypeMeta(dtype);
+  const size_t nbytes = stride.has_value()
+                            ? at::detail::computeStorageNbytes(size, *stride, meta.itemsize())
+                            : at::detail::computeStorageNbytesContiguous(size, meta.itemsize());
+  c10::DeviceGuard guard(device);
+  c10::Allocator* allocator = c10::GetAllocator(kQdev);
+  auto storage = c10::make_intrusive<c10::qdev::QdevStorageImpl>(
+      c10::StorageImpl::use_byte_size_t(), static_cast<int64_t>(nbytes), allocator->allocate(nbytes),
+      allocator, /*resizable=*/true);
+  auto t = at::detail::make_tensor<c10::TensorImpl>(c10::Storage(std::move(storage)),
+                                                    c10::DispatchKeySet(c10::DispatchKey::PrivateUse1), meta);
+  if (stride.has_value()) {
+    t.unsafeGetTensorImpl()->set_sizes_and_strides(size, *stride);
+  } else if (size.size() != 1 || size[0] != 0) {
+    t.unsafeGetTensorImpl()->set_sizes_contiguous(size);
+  }
+  return t;
+}
+
 at::Tensor empty_memory_format(c10::IntArrayRef size, std::optional<c10::ScalarType> dtype,
                                std::optional<c10::Layout> layout,
                                std::optional<c10::Device> device, std::optional<bool> pin_memory,
                                std::optional<c10::MemoryFormat> memory_format) {
   check_factory_options(layout, pin_memory);
-  c10::Device dev = resolve_device(device);
-  c10::DeviceGuard guard(dev);
-  return at::detail::empty_generic(size, c10::GetAllocator(kQdev), c10::DispatchKeySet(c10::DispatchKey::PrivateUse1),
-                                   c10::dtype_or_default(dtype), memory_format);
+  at::Tensor t = make_qdev_tensor(size, std::nullopt, c10::dtype_or_default(dtype), resolve_device(device));
+  const auto mf = memory_format.value_or(c10::MemoryFormat::Contiguous);
+  if (mf != c10::MemoryFormat::Contiguous) t.unsafeGetTensorImpl()->empty_tensor_restride(mf);
+  return t;
 }
 
 at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride,
                          std::optional<c10::ScalarType> dtype, std::optional<c10::Layout> layout,
                          std::optional<c10::Device> device, std::optional<bool> pin_memory) {
   check_factory_options(layout, pin_memory);
-  c10::Device dev = resolve_device(device);
-  c10::DeviceGuard guard(dev);
-  return at::detail::empty_strided_generic(size, stride, c10::GetAllocator(kQdev),
-                                           c10::DispatchKeySet(c10::DispatchKey::PrivateUse1),
-                                           c10::dtype_or_default(dtype));
+  return make_qdev_tensor(size, stride, c10::dtype_or_default(dtype), resolve_device(device));
 }
 
 at::Tensor as_strided(const at::Tensor& self, c10::IntArrayRef size, c10::IntArrayRef stride,
@@ -78,6 +100,8 @@ at::Tensor reshape_alias(const at::Tensor& self, c10::IntArrayRef size, c10::Int
 
 const at::Tensor& resize_(const at::Tensor& self, c10::IntArrayRef size,
                           std::optional<c10::MemoryFormat> memory_format) {
+  TORCH_CHECK(!is_internal_format(self), "resize_ of a qdev tensor in an internal format (",
+              format::name(get_npu_format(self)), ") is not supported; cast it to ND first");
   c10::DeviceGuard guard(self.device());  // a grown storage comes from this device
   sync_for_host(self);
   return at::native::resize_(self, size, memory_format);
@@ -102,21 +126,24 @@ at::Tensor& set_source_tensor(at::Tensor& self, const at::Tensor& source) {
 
 at::Tensor& set_empty(at::Tensor& self) {
   c10::DeviceGuard guard(self.device());
-  c10::Storage storage(c10::Storage::use_byte_size_t(), 0, c10::GetAllocator(kQdev),
-                       /*resizable=*/true);
+  c10::Allocator* allocator = c10::GetAllocator(kQdev);
+  c10::Storage storage(c10::make_intrusive<c10::qdev::QdevStorageImpl>(
+      c10::StorageImpl::use_byte_size_t(), 0, allocator->allocate(0), allocator, /*resizable=*/true));
   return set_source_storage_offset(self, std::move(storage), 0, {0}, {});
 }
 
 c10::Scalar local_scalar_dense(const at::Tensor& self) {
   sync_for_host(self);
-  return at::native::_local_scalar_dense_cpu(cpu_alias(self));
+  return at::native::_local_scalar_dense_cpu(logical_host_view(self));
 }
 
 at::Tensor& fill_scalar_(at::Tensor& self, const c10::Scalar& value) {
   if (self.numel() == 0) return self;
   sync_for_host(self);
-  at::Tensor alias = cpu_alias(self);
-  at::native::fill_(alias, value);
+  at::Tensor nd_base;
+  at::Tensor view = logical_host_view(self, &nd_base);
+  at::native::fill_(view, value);
+  if (nd_base.defined()) store_nd_base(self, nd_base);
   return self;
 }
 

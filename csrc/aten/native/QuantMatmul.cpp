@@ -1,0 +1,472 @@
+// npu_quant_matmul (A8W8 and A4W4) on CPU and qdev tensors.
+//
+// Glue only: validates exactly as torch_npu does (same messages), turns the
+// scale/offset/bias/pertoken arguments into the kernel's epilogue description,
+// packs the operands and splits the GEMM into (batch, 32-column panel) tasks
+// across torch's intra-op threads. The arithmetic lives in csrc/kernels.
+#include <ATen/Parallel.h>
+#include <ATen/ExpandUtils.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/ScalarType.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "../../kernels/common/qd_common.h"
+#include "../../kernels/matmul/qd_qgemm.h"
+#include "../../runtime/QdevStream.h"
+#include "QdevFormat.h"
+#include "QdevNative.h"
+#include "QuantCommon.h"
+#include "QuantOps.h"
+
+namespace at::native::qdev {
+namespace {
+
+namespace k = ::qdev::kernels;
+
+std::string dtype_name(at::ScalarType t) { return std::string("torch.") + std::string(c10::getDtypeNames(t).first); }
+
+// torch_npu's custom dtype ints (256 + aclDataType): all Ascend-950-only formats.
+const char* npu_custom_dtype_name(int64_t v) {
+  switch (v) {
+    case 285: return "torch_npu.int4";
+    case 290: return "torch_npu.hifloat8";
+    case 291: return "torch_npu.float8_e5m2";
+    case 292: return "torch_npu.float8_e4m3fn";
+    case 293: return "torch_npu.float8_e8m0fnu";
+    case 296: return "torch_npu.float4_e2m1fn_x2";
+    case 297: return "torch_npu.float4_e1m2fn_x2";
+    default: return nullptr;
+  }
+}
+
+[[noreturn]] void not_supported(const std::string& what) {
+  TORCH_CHECK_NOT_IMPLEMENTED(false, "npu_quant_matmul: ", what,
+                              " is an Ascend 950 feature and is not supported on qdev");
+}
+
+at::ScalarType resolve_output_dtype(std::optional<int64_t> output_dtype) {
+  if (!output_dtype.has_value()) return at::kChar;
+  const int64_t v = *output_dtype;
+  if (const char* custom = npu_custom_dtype_name(v)) not_supported(std::string("output dtype ") + custom);
+  TORCH_CHECK(v >= 0 && v < static_cast<int64_t>(at::ScalarType::NumOptions),
+              "Not supported output dtype is ", v);
+  const auto t = static_cast<at::ScalarType>(v);
+  if (t == at::kFloat || t == at::kFloat8_e4m3fn || t == at::kFloat8_e5m2) {
+    not_supported("output dtype " + dtype_name(t));
+  }
+  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kChar || t == at::kInt,
+              "Not supported output dtype is ", dtype_name(t));
+  return t;
+}
+
+bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+struct Plan {
+  bool a4w4 = false;
+  bool x2_k_packed = false;  // A4W4 x2 given as (k/8, n): the transpose of an (n, k/8) packing
+  std::vector<int64_t> batch;
+  int64_t m = 0, k = 0, n = 0;
+  at::ScalarType out_dtype = at::kChar;
+  std::vector<int64_t> out_shape;
+};
+
+// torch_npu's meta checks (npu_quant_matmul_meta) plus the CANN-level rules
+// that decide which argument combinations exist. Messages are torch_npu's.
+Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
+                       const std::optional<at::Tensor>& offset,
+                       const std::optional<at::Tensor>& pertoken,
+                       const std::optional<at::Tensor>& bias, std::optional<int64_t> output_dtype,
+                       std::optional<int64_t> x1_dtype, std::optional<int64_t> x2_dtype,
+                       std::optional<int64_t> pertoken_scale_dtype,
+                       std::optional<int64_t> scale_dtype, at::OptionalIntArrayRef group_sizes,
+                       const std::optional<at::Tensor>& y_scale) {
+  for (auto opt : {x1_dtype, x2_dtype, pertoken_scale_dtype, scale_dtype}) {
+    if (opt.has_value()) {
+      const char* name = npu_custom_dtype_name(*opt);
+      not_supported(std::string("the dtype argument ") + (name ? name : std::to_string(*opt)));
+    }
+  }
+  if (defined(y_scale)) not_supported("y_scale");
+  const auto x1t = x1.scalar_type(), x2t = x2.scalar_type();
+  if (x1t == at::kFloat8_e4m3fn || x1t == at::kFloat8_e5m2 || x2t == at::kFloat8_e4m3fn ||
+      x2t == at::kFloat8_e5m2) {
+    not_supported("float8 input");
+  }
+  Plan p;
+  p.a4w4 = x1t == at::kInt && x2t == at::kInt;
+  if (x1t == at::kChar && x2t == at::kInt) not_supported("A8W4 (int8 x1 with int32-packed int4 x2)");
+  TORCH_CHECK(p.a4w4 || (x1t == at::kChar && x2t == at::kChar),
+              "npu_quant_matmul supports int8 x int8 (A8W8) and int32 x int32 (packed int4, A4W4) "
+              "inputs, but x1 is ", dtype_name(x1t), " and x2 is ", dtype_name(x2t));
+  TORCH_CHECK(x1.dim() >= 2 && x1.dim() <= 6, "x1 dim num should be 2 ~ 6, please check x1 dim num ");
+  if (p.a4w4) {
+    TORCH_CHECK(x2.dim() == 2, "x2 dim num should be 2 when x1's dtype is int32, please check x2 dim num ");
+    if (x1.size(-1) == x2.size(-2)) {
+      p.x2_k_packed = true;
+      p.k = x1.size(-1) * 8;
+      p.n = x2.size(-1);
+    } else {
+      TORCH_CHECK(x2.size(-2) == x1.size(-1) * 8,
+                  "k dim of x2 should be 8 multiple of k dim of x1, please check k dim of x1 and x2 ");
+      p.k = x2.size(-2);
+      p.n = x2.size(-1) * 8;
+    }
+  } else {
+    TORCH_CHECK(x2.dim() >= 2 && x2.dim() <= 6,
+                "x2 dim num should be 2 ~ 6 when x1's dtype is int8, please check x2 dim num ");
+    TORCH_CHECK(x1.size(-1) == x2.size(-2),
+                "k dim of x1 and x2 need be same, please check k dim of x1 and x2 ");
+    p.k = x1.size(-1);
+    p.n = x2.size(-1);
+  }
+  p.m = x1.size(-2);
+  auto b1 = x1.sizes().slice(0, x1.dim() - 2), b2 = x2.sizes().slice(0, x2.dim() - 2);
+  auto bshape = at::infer_size_dimvector(b1, b2);  // raises on mismatch; message below is torch_npu's
+  (void)bshape;
+  p.batch.assign(bshape.begin(), bshape.end());
+  p.out_shape = p.batch;
+  p.out_shape.push_back(p.m);
+  p.out_shape.push_back(p.n);
+  p.out_dtype = resolve_output_dtype(output_dtype);
+  const auto out = p.out_dtype;
+  const bool has_pertoken = defined(pertoken);
+
+  if (group_sizes.has_value()) {
+    const auto gs = *group_sizes;
+    TORCH_CHECK(gs.size() == 3, "group_sizes's length must be 3, please check group_sizes's length");
+    for (int64_t g : gs) {
+      TORCH_CHECK(g >= 0 && g <= 65535, "group param value must conform to range [0, 65535]");
+    }
+    if (gs[0] > 1 || gs[1] > 1 || gs[2] > 1) not_supported("per-block quantization (group_sizes > 1)");
+  }
+
+  if (defined(bias)) {
+    const at::Tensor& b = *bias;
+    if (p.a4w4) {
+      TORCH_CHECK(b.dim() == 1, "bias_dim_num should be 1 when x1's dtype is int32, please check bias dim num ");
+    } else {
+      TORCH_CHECK(b.dim() == 1 || b.dim() == 3,
+                  "bias_dim_num should be 1 or 3 when x1's dtype is int8, please check bias dim num ");
+    }
+    if (b.dim() == 3) {
+      TORCH_CHECK(p.out_shape.size() == 3, "when bias dim is 3, out dim need to be 3");
+      TORCH_CHECK(b.size(0) == p.batch[0],
+                  "infered batch value should be equal to bias batch dim value, please check bias batch dim value");
+      TORCH_CHECK(b.size(1) == 1, "bias_second_dim should be 1, please check bias second dim value ");
+      TORCH_CHECK(b.size(2) == p.n, "bias_third_dim should be equal to x2_n_dim, please check bias third dim value ");
+    } else {
+      TORCH_CHECK(b.size(0) == p.n, "bias_first_dim should be equal to x2 n dim, please check bias 1st dim value ");
+    }
+    const auto bt = b.scalar_type();
+    TORCH_CHECK(bt == at::kInt || bt == at::kBFloat16 || bt == at::kFloat || bt == at::kHalf,
+                "bias's type supported for int32, bfloat16, float16 and float32, but bias.dtype is ",
+                dtype_name(bt));
+    TORCH_CHECK(bt != at::kBFloat16 || out == at::kBFloat16,
+                "When bias dtype is bfloat16, output_dtype must be bfloat16, but it is ", dtype_name(out));
+    TORCH_CHECK(out != at::kInt || bt == at::kInt,
+                "When output_dtype dtype is int32, bias_dtype must be int32, but it is ", dtype_name(bt));
+    if (bt == at::kHalf) {
+      TORCH_CHECK(has_pertoken, "Bias dtype cannot be float16 when pertoken not given.");
+      TORCH_CHECK(out == at::kHalf,
+                  "When bias dtype is float16 and pertoken is given, output_dtype must be float16, but it is ",
+                  dtype_name(out));
+    }
+    TORCH_CHECK(bt == at::kInt || out == at::kBFloat16 || out == at::kHalf,
+                "npu_quant_matmul: a ", dtype_name(bt), " bias needs a float16 or bfloat16 output, but output_dtype is ",
+                dtype_name(out));
+    TORCH_CHECK(bt != at::kFloat || out == at::kBFloat16 || has_pertoken,
+                "npu_quant_matmul: a float32 bias with float16 output needs pertoken_scale");
+  }
+
+  const auto st = scale.scalar_type();
+  TORCH_CHECK(st == at::kLong || st == at::kFloat || st == at::kBFloat16,
+              "scale's dtype must be int64, float32 or bfloat16, but scale's dtype is ", dtype_name(st));
+  TORCH_CHECK(st != at::kBFloat16 || out == at::kBFloat16 || out == at::kInt,
+              "When scale's dtype is bfloat16, output_dtype must be bfloat16 or int32, but output_dtype is ",
+              dtype_name(out));
+  TORCH_CHECK(out != at::kInt || st == at::kBFloat16 || st == at::kFloat,
+              "When output_dtype is int32, scale's dtype must be bfloat16 or float32, but scale's dtype is ",
+              dtype_name(st));
+  if (p.a4w4 && !has_pertoken) {
+    TORCH_CHECK(out == at::kHalf, "When input's dtype is int32, output_dtype must be float16, but output_dtype is ",
+                output_dtype.has_value() ? dtype_name(out) : std::string("None"));
+  }
+  TORCH_CHECK(st != at::kLong || ((out == at::kChar || out == at::kHalf) && !has_pertoken),
+              "npu_quant_matmul: an int64 scale is only valid for int8 or float16 output without "
+              "pertoken_scale, but output_dtype is ", dtype_name(out));
+
+  if (defined(offset)) {
+    const at::Tensor& o = *offset;
+    TORCH_CHECK(o.scalar_type() == at::kFloat,
+                "offset's type supported for float32, but offset.dtype is ", dtype_name(o.scalar_type()));
+    TORCH_CHECK(o.dim() == 1, "the offset dim num must be 1, please check offset dim num ");
+    TORCH_CHECK(o.size(0) == 1 || o.size(0) == p.n,
+                "the offset 1st dim value must be 1 or x2 n dim value, please check offset 1st dim value ");
+    TORCH_CHECK(out == at::kChar, "npu_quant_matmul: offset is only supported with int8 output, but "
+                "output_dtype is ", dtype_name(out));
+  }
+  if (has_pertoken) {
+    const at::Tensor& pt = *pertoken;
+    TORCH_CHECK(pt.dim() == 1, "the pertoken_scale dim num must be 1, please check scale dim num ");
+    TORCH_CHECK(pt.scalar_type() == at::kFloat, "pertoken_scale's dtype must be float32, but it is ",
+                dtype_name(pt.scalar_type()));
+    TORCH_CHECK(pt.size(0) == p.m, "the pertoken_scale 1st dim value must be x1 m dim value (", p.m,
+                "), but it is ", pt.size(0));
+    TORCH_CHECK(out == at::kHalf || out == at::kBFloat16,
+                "npu_quant_matmul: pertoken_scale needs float16 or bfloat16 output, but output_dtype is ",
+                dtype_name(out));
+  }
+  TORCH_CHECK(scale.dim() == 1, "the scale dim num must be 1, please check scale dim num ");
+  TORCH_CHECK(scale.size(0) == 1 || scale.size(0) == p.n,
+              "the scale 1st dim value must be 1 or x2 n dim value, please check scale 1st dim value ");
+
+  // Inputs live on one device.
+  for (const auto* t : {&x2, &scale}) {
+    TORCH_CHECK(t->device() == x1.device(), "Expected all tensors to be on the same device, but found "
+                "at least two devices, ", x1.device(), " and ", t->device(), "!");
+  }
+  for (const auto* t : {&offset, &pertoken, &bias}) {
+    if (defined(*t)) {
+      TORCH_CHECK((*t)->device() == x1.device(), "Expected all tensors to be on the same device, but "
+                  "found at least two devices, ", x1.device(), " and ", (*t)->device(), "!");
+    }
+  }
+  return p;
+}
+
+// int32 holding 8 int4 (LSB first) -> int8, last dim x8.
+at::Tensor unpack_int4(const at::Tensor& packed) {
+  const at::Tensor src = packed.contiguous();
+  auto sizes = src.sizes().vec();
+  sizes.back() *= 8;
+  at::Tensor out = at::empty(sizes, src.options().dtype(at::kChar).device(at::kCPU));
+  const uint32_t* s = reinterpret_cast<const uint32_t*>(src.const_data_ptr<int32_t>());
+  int8_t* d = out.mutable_data_ptr<int8_t>();
+  const int64_t n = src.numel();
+  at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const uint32_t w = s[i];
+      for (int j = 0; j < 8; ++j) {
+        const int32_t nib = static_cast<int32_t>((w >> (4 * j)) & 0xFu);
+        d[i * 8 + j] = static_cast<int8_t>(nib > 7 ? nib - 16 : nib);
+      }
+    }
+  });
+  return out;
+}
+
+// A CPU tensor with t's logical values (qdev memory is host memory).
+at::Tensor host_view(const at::Tensor& t) { return logical_host_view(t); }
+
+std::vector<float> to_float_vector(const at::Tensor& t) {
+  const at::Tensor f = host_view(t).to(at::kFloat).contiguous();
+  return std::vector<float>(f.const_data_ptr<float>(), f.const_data_ptr<float>() + f.numel());
+}
+std::vector<int64_t> to_int64_vector(const at::Tensor& t) {
+  const at::Tensor f = host_view(t).contiguous();
+  return std::vector<int64_t>(f.const_data_ptr<int64_t>(), f.const_data_ptr<int64_t>() + f.numel());
+}
+std::vector<int32_t> to_int_vector(const at::Tensor& t) {
+  const at::Tensor f = host_view(t).to(at::kInt).contiguous();
+  return std::vector<int32_t>(f.const_data_ptr<int32_t>(), f.const_data_ptr<int32_t>() + f.numel());
+}
+
+// One packed right-hand side: NZ-VNNI bytes + column sums.
+struct PackedB {
+  const int8_t* data = nullptr;
+  const int32_t* colsum = nullptr;
+  std::vector<int8_t> own_data;
+  std::vector<int32_t> own_colsum;
+};
+
+void pack_b(const at::Tensor& b /* (k, n) int8, any strides, host */, int64_t k, int64_t n, PackedB& out) {
+  out.own_data.resize(static_cast<size_t>(k::nz_packed_bytes(k, n)));
+  out.own_colsum.resize(static_cast<size_t>(k::round_up(n, k::kNzCols)));
+  const int8_t* src = b.const_data_ptr<int8_t>();
+  const int64_t sk = b.stride(0), sn = b.stride(1);
+  const int64_t panels = k::qgemm_num_panels(n);
+  at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+    k::pack_b_nz_ref(src, k, n, sk, sn, out.own_data.data(), out.own_colsum.data(), p0 * k::kNzCols,
+                     std::min(p1 * k::kNzCols, n));
+  });
+  out.data = out.own_data.data();
+  out.colsum = out.own_colsum.data();
+}
+
+}  // namespace
+
+at::Tensor npu_quant_matmul_meta(const at::Tensor& x1, const at::Tensor& x2,
+                                 const at::Tensor& scale, const std::optional<at::Tensor>& offset,
+                                 const std::optional<at::Tensor>& pertoken_scale,
+                                 const std::optional<at::Tensor>& bias,
+                                 std::optional<int64_t> output_dtype,
+                                 std::optional<int64_t> x1_dtype, std::optional<int64_t> x2_dtype,
+                                 std::optional<int64_t> pertoken_scale_dtype,
+                                 std::optional<int64_t> scale_dtype,
+                                 at::OptionalIntArrayRef group_sizes,
+                                 const std::optional<at::Tensor>& y_scale) {
+  Plan p = plan_quant_matmul(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x1_dtype,
+                             x2_dtype, pertoken_scale_dtype, scale_dtype, group_sizes, y_scale);
+  return at::empty(p.out_shape, x1.options().dtype(p.out_dtype));
+}
+
+at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
+                            const std::optional<at::Tensor>& offset,
+                            const std::optional<at::Tensor>& pertoken_scale,
+                            const std::optional<at::Tensor>& bias,
+                            std::optional<int64_t> output_dtype, std::optional<int64_t> x1_dtype,
+                            std::optional<int64_t> x2_dtype,
+                            std::optional<int64_t> pertoken_scale_dtype,
+                            std::optional<int64_t> scale_dtype,
+                            at::OptionalIntArrayRef group_sizes,
+                            const std::optional<at::Tensor>& y_scale) {
+  const Plan p = plan_quant_matmul(x1, x2, scale, offset, pertoken_scale, bias, output_dtype,
+                                   x1_dtype, x2_dtype, pertoken_scale_dtype, scale_dtype,
+                                   group_sizes, y_scale);
+  const bool on_qdev = x1.device().type() == c10::DeviceType::PrivateUse1;
+  std::optional<c10::DeviceGuard> guard;
+  if (on_qdev) {
+    guard.emplace(x1.device());
+    c10::qdev::sync_current_stream(x1.device().index());
+  }
+  at::Tensor out = at::empty(p.out_shape, x1.options().dtype(p.out_dtype));
+  if (out.numel() == 0) return out;
+  const int64_t m = p.m, kk = p.k, n = p.n;
+
+  // Operands as int8 host tensors.
+  at::Tensor a8, b8;  // a8: (batch1..., m, k); b8: (batch2..., k, n)
+  if (p.a4w4) {
+    a8 = unpack_int4(host_view(x1));
+    b8 = p.x2_k_packed ? unpack_int4(host_view(x2).transpose(-1, -2)).transpose(-1, -2)
+                       : unpack_int4(host_view(x2));
+  } else {
+    a8 = host_view(x1);
+    b8 = x2_is_nz(x2) ? at::Tensor() : host_view(x2);
+  }
+
+  // Epilogue parameters.
+  k::QGemmEpilogue ep;
+  std::vector<float> scale_f, pertoken_f, bias_f;
+  std::vector<int32_t> offset_i, bias_i;
+  const auto st = scale.scalar_type();
+  const auto out_t = p.out_dtype;
+  const bool has_pertoken = defined(pertoken_scale);
+  if (out_t != at::kInt) {
+    if (st == at::kLong) {
+      for (int64_t v : to_int64_vector(scale)) {
+        scale_f.push_back(unpack_scale(v));
+        offset_i.push_back(unpack_offset(v));
+      }
+      if (out_t != at::kChar) offset_i.clear();
+    } else {
+      scale_f = to_float_vector(scale);
+      // torch_npu converts a float32 scale with npu_trans_quant_param for int8 and
+      // float16 outputs without pertoken: the kernel sees a 19-bit scale.
+      if (st == at::kFloat && !has_pertoken && (out_t == at::kChar || out_t == at::kHalf)) {
+        for (float& s : scale_f) s = bits_float(fp19_bits(s, 0));
+      }
+      if (defined(offset)) {
+        for (float o : to_float_vector(*offset)) offset_i.push_back(offset9(o));
+      }
+    }
+    ep.scale = scale_f.data();
+    ep.scale_stride = scale_f.size() == 1 ? 0 : 1;
+    if (!offset_i.empty()) {
+      ep.offset = offset_i.data();
+      ep.offset_stride = offset_i.size() == 1 ? 0 : 1;
+    }
+  }
+  if (has_pertoken) pertoken_f = to_float_vector(*pertoken_scale);
+  const bool bias_per_batch = defined(bias) && bias->dim() == 3;
+  if (defined(bias)) {
+    if (bias->scalar_type() == at::kInt) {
+      bias_i = to_int_vector(*bias);
+    } else {
+      bias_f = to_float_vector(*bias);
+    }
+  }
+  switch (out_t) {
+    case at::kInt: ep.out = k::QGemmOut::kInt32; break;
+    case at::kChar: ep.out = k::QGemmOut::kInt8; break;
+    case at::kHalf: ep.out = k::QGemmOut::kFloat16; break;
+    case at::kBFloat16: ep.out = k::QGemmOut::kBFloat16; break;
+    default: TORCH_INTERNAL_ASSERT(false, "unexpected output dtype");
+  }
+
+  // Batches: x1 and x2 broadcast to p.batch.
+  const int64_t batches = c10::multiply_integers(p.batch);
+  std::vector<int64_t> a_shape = p.batch, b_shape = p.batch;
+  a_shape.insert(a_shape.end(), {m, kk});
+  b_shape.insert(b_shape.end(), {kk, n});
+  const bool b_shared = x2.dim() == 2 || c10::multiply_integers(x2.sizes().slice(0, x2.dim() - 2)) == 1;
+
+  at::Tensor a_all = a8.expand(a_shape).reshape({batches, m, kk});
+  const int64_t lda = k::round_up(kk, k::kNzRows);
+  std::vector<uint8_t> a_u8(static_cast<size_t>(batches * m * lda));
+  at::parallel_for(0, batches * m, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const at::Tensor row = a_all.select(0, r / m).select(0, r % m);
+      const at::Tensor rc = row.is_contiguous() ? row : row.contiguous();
+      k::pack_a_u8(rc.const_data_ptr<int8_t>(), 1, kk, kk, a_u8.data() + r * lda, lda);
+    }
+  });
+
+  std::vector<PackedB> packed(b_shared ? 1 : static_cast<size_t>(batches));
+  at::Tensor b_all;
+  if (!b_shared) b_all = b8.expand(b_shape).reshape({batches, kk, n});
+  for (int64_t b = 0; b < static_cast<int64_t>(packed.size()); ++b) {
+    if (b_shared && !b8.defined()) {
+      nz_weight_view(x2, kk, n, packed[0].data, packed[0].colsum);
+    } else {
+      const at::Tensor bb = b_shared ? b8.reshape({kk, n}) : b_all.select(0, b);
+      pack_b(bb, kk, n, packed[static_cast<size_t>(b)]);
+    }
+  }
+
+  const k::Isa isa = k::active_isa();
+  const int64_t panels = k::qgemm_num_panels(n);
+  const int64_t elem = static_cast<int64_t>(c10::elementSize(out_t));
+  char* out_base = static_cast<char*>(out.data_ptr());
+  // With one weight and no per-batch bias, all batches form one tall GEMM.
+  const bool flatten = b_shared && !bias_per_batch;
+  std::vector<float> pertoken_rows;
+  if (flatten && has_pertoken && batches > 1) {
+    pertoken_rows.reserve(static_cast<size_t>(batches * m));
+    for (int64_t b = 0; b < batches; ++b) pertoken_rows.insert(pertoken_rows.end(), pertoken_f.begin(), pertoken_f.end());
+  }
+  const int64_t gemms = flatten ? 1 : batches;
+  const int64_t rows = flatten ? batches * m : m;
+  // Enough panels per task to amortize scheduling, few enough to balance threads.
+  const int64_t grain = std::max<int64_t>(1, panels / (4 * at::get_num_threads()));
+  at::parallel_for(0, gemms * panels, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1;) {
+      const int64_t g = t / panels;
+      const int64_t p0 = t % panels;
+      const int64_t p1 = std::min(panels, p0 + (t1 - t));
+      k::QGemmArgs args;
+      args.m = rows;
+      args.n = n;
+      args.k = kk;
+      args.a = a_u8.data() + g * m * lda;
+      args.lda = lda;
+      const PackedB& pb = packed[b_shared ? 0 : static_cast<size_t>(g)];
+      args.b = pb.data;
+      args.b_colsum = pb.colsum;
+      args.c = out_base + g * m * n * elem;
+      args.ldc = n;
+      args.ep = ep;
+      if (!bias_i.empty()) args.ep.bias_i32 = bias_i.data() + (bias_per_batch ? g * n : 0);
+      if (!bias_f.empty()) args.ep.bias_f = bias_f.data() + (bias_per_batch ? g * n : 0);
+      if (has_pertoken) args.ep.pertoken = pertoken_rows.empty() ? pertoken_f.data() : pertoken_rows.data();
+      k::qgemm_panels(isa, args, p0, p1);
+      t += p1 - p0;
+    }
+  });
+  return out;
+}
+
+}  // namespace at::native::qdev

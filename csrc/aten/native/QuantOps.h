@@ -1,0 +1,64 @@
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "QdevMacros.h"
+
+#include <optional>
+#include <tuple>
+
+namespace at::native::qdev {
+
+// torch_npu's quantized-inference ops; kernels for CPU and qdev tensors, and
+// Meta kernels (shape and dtype checks only) for fake tensors / torch.compile.
+
+at::Tensor npu_trans_quant_param(const at::Tensor& scale, const std::optional<at::Tensor>& offset,
+                                 std::optional<int64_t> round_mode);
+at::Tensor npu_trans_quant_param_meta(const at::Tensor& scale,
+                                      const std::optional<at::Tensor>& offset,
+                                      std::optional<int64_t> round_mode);
+
+at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
+                            const std::optional<at::Tensor>& offset,
+                            const std::optional<at::Tensor>& pertoken_scale,
+                            const std::optional<at::Tensor>& bias,
+                            std::optional<int64_t> output_dtype, std::optional<int64_t> x1_dtype,
+                            std::optional<int64_t> x2_dtype,
+                            std::optional<int64_t> pertoken_scale_dtype,
+                            std::optional<int64_t> scale_dtype,
+                            at::OptionalIntArrayRef group_sizes,
+                            const std::optional<at::Tensor>& y_scale);
+at::Tensor npu_quant_matmul_meta(const at::Tensor& x1, const at::Tensor& x2,
+                                 const at::Tensor& scale, const std::optional<at::Tensor>& offset,
+                                 const std::optional<at::Tensor>& pertoken_scale,
+                                 const std::optional<at::Tensor>& bias,
+                                 std::optional<int64_t> output_dtype,
+                                 std::optional<int64_t> x1_dtype, std::optional<int64_t> x2_dtype,
+                                 std::optional<int64_t> pertoken_scale_dtype,
+                                 std::optional<int64_t> scale_dtype,
+                                 at::OptionalIntArrayRef group_sizes,
+                                 const std::optional<at::Tensor>& y_scale);
+
+std::tuple<at::Tensor, at::Tensor> npu_dynamic_quant(
+    const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
+    const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
+    c10::string_view quant_mode, double dst_type_max);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_dynamic_quant_asymmetric(
+    const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
+    const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
+    c10::string_view quant_mode, double dst_type_max);
+std::tuple<at::Tensor, at::Tensor> npu_dynamic_quant_meta(
+    const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
+    const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
+    c10::string_view quant_mode, double dst_type_max);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_dynamic_quant_asymmetric_meta(
+    const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
+    const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
+    c10::string_view quant_mode, double dst_type_max);
+
+// Kernel-variant control, for tests and benchmarks (QDEV_CPU_ISA sets the start value).
+QDEV_EXPORT std::string cpu_isa();
+QDEV_EXPORT bool set_cpu_isa(const std::string& name);
+QDEV_EXPORT std::vector<std::string> supported_cpu_isas();
+
+}  // namespace at::native::qdev

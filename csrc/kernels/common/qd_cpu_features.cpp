@@ -1,0 +1,128 @@
+#include "qd_cpu_features.h"
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#define QD_X86 1
+#endif
+
+namespace qdev::kernels {
+namespace {
+
+#ifdef QD_X86
+uint64_t xgetbv0() {
+  uint32_t eax, edx;
+  __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+  return (static_cast<uint64_t>(edx) << 32) | eax;
+}
+#endif
+
+struct Features {
+  bool avx2 = false;
+  bool avx512vnni = false;
+};
+
+Features probe() {
+  Features f;
+#ifdef QD_X86
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
+  const bool osxsave = ecx & (1u << 27), fma = ecx & (1u << 12), f16c = ecx & (1u << 29);
+  if (!osxsave) return f;
+  const uint64_t xcr0 = xgetbv0();
+  const bool ymm_state = (xcr0 & 0x6) == 0x6;
+  const bool zmm_state = (xcr0 & 0xE6) == 0xE6;  // opmask, ZMM_Hi256, Hi16_ZMM
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return f;
+  const bool avx2 = ebx & (1u << 5);
+  const bool avx512f = ebx & (1u << 16), avx512dq = ebx & (1u << 17);
+  const bool avx512bw = ebx & (1u << 30), avx512vl = ebx & (1u << 31);
+  const bool vnni = ecx & (1u << 11);
+  f.avx2 = ymm_state && avx2 && fma && f16c;
+  f.avx512vnni = f.avx2 && zmm_state && avx512f && avx512dq && avx512bw && avx512vl && vnni;
+#endif
+  return f;
+}
+
+const Features& features() {
+  static const Features f = probe();
+  return f;
+}
+
+Isa best_supported() {
+  for (int i = kNumIsas - 1; i > 0; --i) {
+    if (isa_supported(static_cast<Isa>(i))) return static_cast<Isa>(i);
+  }
+  return Isa::kRef;
+}
+
+Isa initial_isa() {
+  Isa best = best_supported();
+  const char* env = std::getenv("QDEV_CPU_ISA");
+  if (env == nullptr || *env == '\0') return best;
+  Isa requested;
+  if (!parse_isa(env, &requested)) {
+    std::fprintf(stderr, "torch_qdev: ignoring unknown QDEV_CPU_ISA='%s' (ref|avx2|avx512vnni)\n", env);
+    return best;
+  }
+  // A cap: asking for more than the machine has gives the best it has.
+  return static_cast<int>(requested) < static_cast<int>(best) ? requested : best;
+}
+
+std::atomic<int>& active() {
+  static std::atomic<int> isa{static_cast<int>(initial_isa())};
+  return isa;
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kRef: return "ref";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512Vnni: return "avx512vnni";
+  }
+  return "unknown";
+}
+
+bool parse_isa(const char* name, Isa* out) {
+  for (int i = 0; i < kNumIsas; ++i) {
+    if (std::strcmp(name, isa_name(static_cast<Isa>(i))) == 0) {
+      *out = static_cast<Isa>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool isa_supported(Isa isa) {
+  switch (isa) {
+    case Isa::kRef: return true;
+    case Isa::kAvx2:
+#ifdef QD_HAVE_AVX2
+      return features().avx2;
+#else
+      return false;
+#endif
+    case Isa::kAvx512Vnni:
+#ifdef QD_HAVE_AVX512VNNI
+      return features().avx512vnni;
+#else
+      return false;
+#endif
+  }
+  return false;
+}
+
+Isa active_isa() { return static_cast<Isa>(active().load(std::memory_order_relaxed)); }
+
+bool set_active_isa(Isa isa) {
+  if (!isa_supported(isa)) return false;
+  active().store(static_cast<int>(isa), std::memory_order_relaxed);
+  return true;
+}
+
+}  // namespace qdev::kernels

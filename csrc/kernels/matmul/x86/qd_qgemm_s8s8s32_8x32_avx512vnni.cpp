@@ -1,0 +1,151 @@
+// AVX-512 VNNI micro-kernel: up to 8 rows x 32 columns of int32 per tile.
+//
+// Each 64-byte row of a B fractal holds 16 columns x 4 k, exactly one operand
+// of vpdpbusd (u8 x s8, 4 products summed per int32 lane); A is broadcast 4
+// bytes at a time. 8 rows x 2 column halves = 16 zmm accumulators, leaving
+// room for the two B operands and the A broadcast. The B panel (32 x k bytes)
+// is contiguous and is reused from L1/L2 by every row tile of the panel.
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
+    !defined(__AVX512VNNI__)
+#error "compile with -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni"
+#endif
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "../qd_qgemm.h"
+
+namespace qdev::kernels {
+namespace {
+
+constexpr int kMr = 8;
+
+inline int32_t load_i32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+template <int MR>
+void tile_dot(const QGemmArgs& args, const uint8_t* a, const int8_t* panel, const int32_t* colsum,
+              int32_t* tile) {
+  const int64_t k_blocks = (args.k + kNzRows - 1) / kNzRows;
+  const int64_t lda = args.lda;
+  __m512i acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  for (int64_t f = 0; f < k_blocks; ++f) {
+    const int8_t* frac = panel + f * kNzFractalBytes;
+    const uint8_t* ak = a + f * kNzRows;
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      const __m512i b0 = _mm512_loadu_si512(frac + g * 128);
+      const __m512i b1 = _mm512_loadu_si512(frac + g * 128 + 64);
+      for (int r = 0; r < MR; ++r) {
+        const __m512i av = _mm512_set1_epi32(load_i32(ak + r * lda + g * 4));
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+      }
+    }
+  }
+  // sum (a + 128) * b = sum a * b + 128 * colsum(b)
+  const __m512i c0 = _mm512_slli_epi32(_mm512_loadu_si512(colsum), 7);
+  const __m512i c1 = _mm512_slli_epi32(_mm512_loadu_si512(colsum + 16), 7);
+  for (int r = 0; r < MR; ++r) {
+    _mm512_storeu_si512(tile + r * kNzCols, _mm512_sub_epi32(acc[r][0], c0));
+    _mm512_storeu_si512(tile + r * kNzCols + 16, _mm512_sub_epi32(acc[r][1], c1));
+  }
+}
+
+__m512i bf16_rne(__m512 f) {
+  const __m512i u = _mm512_castps_si512(f);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q);
+  const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_mask_mov_epi32(r, nan, quiet);
+}
+
+void epilogue(const QGemmArgs& args, const int32_t* tile, int64_t r0, int rows, int64_t c0,
+              int64_t cols) {
+  const QGemmEpilogue& ep = args.ep;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t row = r0 + r;
+    for (int64_t h = 0; h < cols; h += 16) {
+      const int64_t j = c0 + h;
+      const __mmask16 mask =
+          cols - h >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (cols - h)) - 1);
+      __m512i v = _mm512_maskz_loadu_epi32(mask, tile + r * kNzCols + h);
+      if (ep.bias_i32) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(mask, ep.bias_i32 + j));
+      const int64_t at = row * args.ldc + j;
+      if (ep.out == QGemmOut::kInt32) {
+        _mm512_mask_storeu_epi32(static_cast<int32_t*>(args.c) + at, mask, v);
+        continue;
+      }
+      __m512 f = _mm512_cvtepi32_ps(v);
+      if (ep.scale) {
+        const __m512 s = ep.scale_stride ? _mm512_maskz_loadu_ps(mask, ep.scale + j)
+                                         : _mm512_set1_ps(ep.scale[0]);
+        f = _mm512_mul_ps(f, s);
+      }
+      if (ep.out == QGemmOut::kInt8) {
+        f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-256.0f)), _mm512_set1_ps(255.0f));
+        __m512i q = _mm512_cvtps_epi32(f);  // round to nearest even
+        if (ep.offset) {
+          q = _mm512_add_epi32(q, ep.offset_stride ? _mm512_maskz_loadu_epi32(mask, ep.offset + j)
+                                                   : _mm512_set1_epi32(ep.offset[0]));
+        }
+        q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-128)), _mm512_set1_epi32(127));
+        _mm512_mask_cvtepi32_storeu_epi8(static_cast<int8_t*>(args.c) + at, mask, q);
+        continue;
+      }
+      if (ep.pertoken) f = _mm512_mul_ps(f, _mm512_set1_ps(ep.pertoken[row]));
+      if (ep.bias_f) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, ep.bias_f + j));
+      if (ep.out == QGemmOut::kFloat32) {
+        _mm512_mask_storeu_ps(static_cast<float*>(args.c) + at, mask, f);
+      } else if (ep.out == QGemmOut::kFloat16) {
+        const __m256i hbits = _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm256_mask_storeu_epi16(static_cast<uint16_t*>(args.c) + at, mask, hbits);
+      } else {
+        _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(args.c) + at, mask, bf16_rne(f));
+      }
+    }
+  }
+}
+
+template <int MR>
+void run_rows(const QGemmArgs& args, int64_t r0, const int8_t* panel, const int32_t* colsum,
+              int32_t* tile, int64_t c0, int64_t cols) {
+  tile_dot<MR>(args, args.a + r0 * args.lda, panel, colsum, tile);
+  epilogue(args, tile, r0, MR, c0, cols);
+}
+
+}  // namespace
+
+void qgemm_panels_avx512vnni(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end) {
+  alignas(64) int32_t tile[kMr * kNzCols];
+  alignas(64) int32_t colsum[kNzCols];
+  const int64_t k_blocks = (args.k + kNzRows - 1) / kNzRows;
+  for (int64_t p = panel_begin; p < panel_end; ++p) {
+    const int64_t c0 = p * kNzCols;
+    const int64_t cols = std::min(kNzCols, args.n - c0);
+    const int8_t* panel = args.b + p * k_blocks * kNzFractalBytes;
+    std::memset(colsum, 0, sizeof(colsum));
+    std::memcpy(colsum, args.b_colsum + c0, static_cast<size_t>(cols) * sizeof(int32_t));
+    int64_t r0 = 0;
+    for (; r0 + kMr <= args.m; r0 += kMr) run_rows<kMr>(args, r0, panel, colsum, tile, c0, cols);
+    switch (args.m - r0) {
+      case 7: run_rows<7>(args, r0, panel, colsum, tile, c0, cols); break;
+      case 6: run_rows<6>(args, r0, panel, colsum, tile, c0, cols); break;
+      case 5: run_rows<5>(args, r0, panel, colsum, tile, c0, cols); break;
+      case 4: run_rows<4>(args, r0, panel, colsum, tile, c0, cols); break;
+      case 3: run_rows<3>(args, r0, panel, colsum, tile, c0, cols); break;
+      case 2: run_rows<2>(args, r0, panel, colsum, tile, c0, cols); break;
+      case 1: run_rows<1>(args, r0, panel, colsum, tile, c0, cols); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace qdev::kernels

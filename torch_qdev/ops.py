@@ -1,0 +1,173 @@
+"""torch_npu's quantized-inference API on qdev.
+
+The canonical entry points are the ``torch.ops.qdev.*`` operators (what
+torch.compile, export and opcheck see); the functions here are thin typed
+wrappers with torch_npu's names and signatures, so that code written for
+torch_npu runs after replacing ``torch_npu`` with ``torch_qdev`` and ``npu``
+with ``qdev``.
+"""
+from __future__ import annotations
+
+import enum
+from typing import Optional, Sequence, Union
+
+import torch
+
+__all__ = [
+    "Format", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
+    "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_", "npu_quant_matmul",
+    "npu_trans_quant_param",
+]
+
+DType = Union[torch.dtype, int, None]
+
+
+class Format(enum.IntEnum):
+    """torch_npu.Format: tensor formats with torch_npu's values."""
+
+    UNDEFINED = -1
+    NCHW = 0
+    NHWC = 1
+    ND = 2
+    NC1HWC0 = 3
+    FRACTAL_Z = 4
+    NC1HWC0_C04 = 12
+    HWCN = 16
+    NDHWC = 27
+    FRACTAL_NZ = 29
+    NCDHW = 30
+    NDC1HWC0 = 32
+    FRACTAL_Z_3D = 33
+    NC = 35
+    NCL = 47
+    FRACTAL_NZ_C0_16 = 50
+    FRACTAL_NZ_C0_32 = 51
+    FRACTAL_NZ_C0_2 = 52
+    FRACTAL_NZ_C0_4 = 53
+    FRACTAL_NZ_C0_8 = 54
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _dtype_int(dtype: DType) -> Optional[int]:
+    """torch.dtype -> the ScalarType integer the schemas take (ints pass through)."""
+    if dtype is None or isinstance(dtype, int):
+        return dtype
+    if isinstance(dtype, torch.dtype):
+        return _SCALAR_TYPE[dtype]
+    raise TypeError(f"expected a torch.dtype or an int, got {dtype!r}")
+
+
+_SCALAR_TYPE = {
+    torch.uint8: 0, torch.int8: 1, torch.int16: 2, torch.int32: 3, torch.int64: 4,
+    torch.float16: 5, torch.float32: 6, torch.float64: 7, torch.bool: 11, torch.qint8: 12,
+    torch.quint8: 13, torch.qint32: 14, torch.bfloat16: 15, torch.quint4x2: 16,
+    torch.float8_e5m2: 23, torch.float8_e4m3fn: 24,
+}
+
+
+def npu_trans_quant_param(scale: torch.Tensor, offset: Optional[torch.Tensor] = None,
+                          round_mode: Optional[int] = 0) -> torch.Tensor:
+    """Packs a float32 scale (and offset) into torch_npu's int64 quantization parameter."""
+    return torch.ops.qdev.npu_trans_quant_param(scale, offset, round_mode)
+
+
+def npu_quant_matmul(x1: torch.Tensor, x2: torch.Tensor, scale: torch.Tensor, *,
+                     offset: Optional[torch.Tensor] = None,
+                     pertoken_scale: Optional[torch.Tensor] = None,
+                     bias: Optional[torch.Tensor] = None, output_dtype: DType = None,
+                     x1_dtype: DType = None, x2_dtype: DType = None,
+                     pertoken_scale_dtype: DType = None, scale_dtype: DType = None,
+                     group_sizes: Optional[Sequence[int]] = None,
+                     y_scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Quantized matmul ``x1 @ x2`` with torch_npu's scaling, offset, bias and output rules."""
+    return torch.ops.qdev.npu_quant_matmul(
+        x1, x2, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+        output_dtype=_dtype_int(output_dtype), x1_dtype=_dtype_int(x1_dtype),
+        x2_dtype=_dtype_int(x2_dtype), pertoken_scale_dtype=_dtype_int(pertoken_scale_dtype),
+        scale_dtype=_dtype_int(scale_dtype),
+        group_sizes=list(group_sizes) if group_sizes is not None else None, y_scale=y_scale)
+
+
+def npu_dynamic_quant(input: torch.Tensor, *, smooth_scales: Optional[torch.Tensor] = None,
+                      group_index: Optional[torch.Tensor] = None, dst_type: DType = None,
+                      quant_mode: str = "pertoken", dst_type_max: float = 0.0):
+    """Symmetric dynamic quantization: returns (y, scale)."""
+    return torch.ops.qdev.npu_dynamic_quant(
+        input, smooth_scales=smooth_scales, group_index=group_index, dst_type=_dtype_int(dst_type),
+        quant_mode=quant_mode, dst_type_max=dst_type_max)
+
+
+def npu_dynamic_quant_asymmetric(input: torch.Tensor, *, smooth_scales: Optional[torch.Tensor] = None,
+                                 group_index: Optional[torch.Tensor] = None, dst_type: DType = None,
+                                 quant_mode: str = "pertoken", dst_type_max: float = 0.0):
+    """Asymmetric dynamic quantization: returns (y, scale, offset)."""
+    return torch.ops.qdev.npu_dynamic_quant_asymmetric(
+        input, smooth_scales=smooth_scales, group_index=group_index, dst_type=_dtype_int(dst_type),
+        quant_mode=quant_mode, dst_type_max=dst_type_max)
+
+
+def npu_format_cast(self: torch.Tensor, acl_format: Union[int, torch.Tensor], *,
+                    customize_dtype: DType = None, input_dtype: DType = None) -> torch.Tensor:
+    """Returns ``self`` in format ``acl_format`` (an int / Format, or a tensor whose format to adopt)."""
+    if isinstance(acl_format, torch.Tensor):
+        return torch.ops.qdev.npu_format_cast.Tensor(
+            self, acl_format, customize_dtype=_dtype_int(customize_dtype), input_dtype=_dtype_int(input_dtype))
+    return torch.ops.qdev.npu_format_cast(self, int(acl_format), customize_dtype=_dtype_int(customize_dtype),
+                                          input_dtype=_dtype_int(input_dtype))
+
+
+def npu_format_cast_(self: torch.Tensor, acl_format: Union[int, torch.Tensor], *,
+                     customize_dtype: DType = None, input_dtype: DType = None) -> torch.Tensor:
+    """In-place variant of npu_format_cast (a tensor argument copies its values into self)."""
+    if isinstance(acl_format, torch.Tensor):
+        return torch.ops.qdev.npu_format_cast_(self, acl_format, customize_dtype=_dtype_int(customize_dtype),
+                                               input_dtype=_dtype_int(input_dtype))
+    return torch.ops.qdev.npu_format_cast_.acl_format(
+        self, int(acl_format), customize_dtype=_dtype_int(customize_dtype), input_dtype=_dtype_int(input_dtype))
+
+
+def get_npu_format(self: torch.Tensor) -> Format:
+    return Format(torch.ops.qdev.get_npu_format(self))
+
+
+def get_storage_size(self: torch.Tensor) -> int:
+    """Elements in the tensor's (physical) storage, e.g. the padded FRACTAL_NZ size."""
+    return torch.ops.qdev.get_storage_size(self)
+
+
+def _format_cast_backward(ctx, grad):
+    return grad, None
+
+
+def _format_cast_setup(ctx, inputs, output):
+    pass
+
+
+# npu_format_cast is differentiable with an identity gradient, as in torch_npu.
+torch.library.register_autograd("qdev::npu_format_cast", _format_cast_backward,
+                                setup_context=_format_cast_setup)
+
+
+def _install_serialization_hook() -> None:
+    """torch.save sees logical values of internal-format tensors: they are saved
+    as their CPU (ND) values, like tensors of storage-less backends, and load back
+    as ND qdev tensors (weights_only-safe)."""
+    original = torch.Tensor._reduce_ex_internal
+    if getattr(original, "_qdev_wrapped", False):
+        return
+
+    def _reduce_ex_internal(self, proto):
+        if self.device.type == "qdev" and int(torch.ops.qdev.get_npu_format(self)) in _INTERNAL:
+            return (torch._utils._rebuild_device_tensor_from_cpu_tensor,
+                    (self.cpu(), self.dtype, str(self.device), self.requires_grad))
+        return original(self, proto)
+
+    _reduce_ex_internal._qdev_wrapped = True  # type: ignore[attr-defined]
+    torch.Tensor._reduce_ex_internal = _reduce_ex_internal
+
+
+_INTERNAL = {int(f) for f in (Format.FRACTAL_NZ, Format.FRACTAL_NZ_C0_16, Format.FRACTAL_NZ_C0_32,
+                              Format.FRACTAL_NZ_C0_2, Format.FRACTAL_NZ_C0_4)}
+_install_serialization_hook()
