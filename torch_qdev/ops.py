@@ -171,3 +171,85 @@ def _install_serialization_hook() -> None:
 _INTERNAL = {int(f) for f in (Format.FRACTAL_NZ, Format.FRACTAL_NZ_C0_16, Format.FRACTAL_NZ_C0_32,
                               Format.FRACTAL_NZ_C0_2, Format.FRACTAL_NZ_C0_4)}
 _install_serialization_hook()
+
+
+# --------------------------------------------------------------------------
+# Fake kernels: shapes and dtypes only (fake tensors, torch.compile, export).
+# They mirror the shape rules of the C++ kernels, which do the full checking.
+
+_OUTPUT_DTYPES = {None: torch.int8, 1: torch.int8, 3: torch.int32, 5: torch.float16,
+                  15: torch.bfloat16}
+
+
+@torch.library.register_fake("qdev::npu_trans_quant_param")
+def _trans_quant_param_fake(scale, offset=None, round_mode=0):
+    torch._check(round_mode in (None, 0, 1), lambda: f"round_mode must be 0 or 1. but now is {round_mode}")
+    if scale.dim() == 2 or offset is None:
+        return scale.new_empty(scale.shape, dtype=torch.int64)
+    return scale.new_empty((torch.sym_max(scale.size(0), offset.size(0)),), dtype=torch.int64)
+
+
+@torch.library.register_fake("qdev::npu_quant_matmul")
+def _quant_matmul_fake(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None,
+                       x1_dtype=None, x2_dtype=None, pertoken_scale_dtype=None, scale_dtype=None,
+                       group_sizes=None, y_scale=None):
+    torch._check(2 <= x1.dim() <= 6, lambda: "x1 dim num should be 2 ~ 6, please check x1 dim num ")
+    torch._check(output_dtype in _OUTPUT_DTYPES, lambda: f"Not supported output dtype is {output_dtype}")
+    if x1.dtype == torch.int32 and x2.dtype == torch.int32:
+        n = x2.size(-1) if x1.size(-1) == x2.size(-2) else x2.size(-1) * 8
+    else:
+        torch._check(x1.size(-1) == x2.size(-2),
+                     lambda: "k dim of x1 and x2 need be same, please check k dim of x1 and x2 ")
+        n = x2.size(-1)
+    batch = torch.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+    return x1.new_empty((*batch, x1.size(-2), n), dtype=_OUTPUT_DTYPES[output_dtype])
+
+
+def _dynamic_quant_shapes(input, dst_type, quant_mode):
+    torch._check(input.dim() > 1, lambda: "Input shape dim should be greater than 1")
+    y_shape = list(input.shape)
+    y_dtype = torch.int8
+    if dst_type == 16:
+        y_shape[-1] = y_shape[-1] // 8
+        y_dtype = torch.int32
+    if quant_mode == "pertensor":
+        s_shape = [1]
+    elif quant_mode == "perchannel":
+        s_shape = list(input.shape[:-2]) + [input.shape[-1]]
+    else:
+        s_shape = list(input.shape[:-1])
+    return input.new_empty(y_shape, dtype=y_dtype), s_shape
+
+
+@torch.library.register_fake("qdev::npu_dynamic_quant")
+def _dynamic_quant_fake(input, *, smooth_scales=None, group_index=None, dst_type=None,
+                        quant_mode="pertoken", dst_type_max=0.0):
+    y, s_shape = _dynamic_quant_shapes(input, dst_type, quant_mode)
+    return y, input.new_empty(s_shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("qdev::npu_dynamic_quant_asymmetric")
+def _dynamic_quant_asymmetric_fake(input, *, smooth_scales=None, group_index=None, dst_type=None,
+                                   quant_mode="pertoken", dst_type_max=0.0):
+    y, s_shape = _dynamic_quant_shapes(input, dst_type, quant_mode)
+    return y, input.new_empty(s_shape, dtype=torch.float32), input.new_empty(s_shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("qdev::npu_format_cast")
+def _format_cast_fake(self, acl_format, *, customize_dtype=None, input_dtype=None):
+    return self.new_empty(self.shape)
+
+
+@torch.library.register_fake("qdev::npu_format_cast.Tensor")
+def _format_cast_tensor_fake(self, dst, *, customize_dtype=None, input_dtype=None):
+    return self.new_empty(self.shape)
+
+
+@torch.library.register_fake("qdev::npu_format_cast_.acl_format")
+def _format_cast_inplace_fake(self, acl_format, *, customize_dtype=None, input_dtype=None):
+    return self
+
+
+@torch.library.register_fake("qdev::npu_format_cast_")
+def _format_cast_inplace_tensor_fake(self, src, *, customize_dtype=None, input_dtype=None):
+    return self

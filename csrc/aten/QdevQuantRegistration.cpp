@@ -1,6 +1,5 @@
 // The qdev operator library: torch_npu's quantized-inference ops as
-// torch.ops.qdev.*, with kernels for qdev tensors, CPU tensors and Meta
-// (shape/dtype only, what fake tensors and torch.compile use).
+// torch.ops.qdev.*, with kernels for qdev tensors and CPU tensors.
 #include <torch/library.h>
 
 #include "../kernels/common/qd_cpu_features.h"
@@ -85,13 +84,7 @@ TORCH_LIBRARY_IMPL(qdev, CPU, m) {
   m.impl("get_storage_size", native::get_storage_size);
 }
 
-TORCH_LIBRARY_IMPL(qdev, Meta, m) {
-  m.impl("npu_trans_quant_param", native::npu_trans_quant_param_meta);
-  m.impl("npu_quant_matmul", native::npu_quant_matmul_meta);
-  m.impl("npu_dynamic_quant", native::npu_dynamic_quant_meta);
-  m.impl("npu_dynamic_quant_asymmetric", native::npu_dynamic_quant_asymmetric_meta);
-  m.impl("npu_format_cast", native::npu_format_cast_meta);
-  m.impl("get_npu_format", native::get_npu_format_meta);
-}
+// Fake (meta) kernels are Python (torch_qdev/ops.py): they must handle
+// symbolic sizes under torch.compile's dynamic shapes.
 
 }  // namespace at::qdev

@@ -247,23 +247,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_dynamic_quant_asymmetric(
   return {r[0], r[1], r[2]};
 }
 
-std::tuple<at::Tensor, at::Tensor> npu_dynamic_quant_meta(
-    const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
-    const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
-    c10::string_view quant_mode, double dst_type_max) {
-  const DqPlan p = plan_dynamic_quant(input, smooth_scales, group_index, dst_type, quant_mode, dst_type_max, false);
-  return {at::empty(p.y_shape, input.options().dtype(p.int4 ? at::kInt : at::kChar)),
-          at::empty(p.scale_shape, input.options().dtype(at::kFloat))};
-}
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_dynamic_quant_asymmetric_meta(
-    const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
-    const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
-    c10::string_view quant_mode, double dst_type_max) {
-  const DqPlan p = plan_dynamic_quant(input, smooth_scales, group_index, dst_type, quant_mode, dst_type_max, true);
-  return {at::empty(p.y_shape, input.options().dtype(p.int4 ? at::kInt : at::kChar)),
-          at::empty(p.scale_shape, input.options().dtype(at::kFloat)),
-          at::empty(p.scale_shape, input.options().dtype(at::kFloat))};
-}
 
 }  // namespace at::native::qdev

@@ -171,7 +171,6 @@ int64_t get_npu_format(const at::Tensor& self) {
   return impl->format;
 }
 
-int64_t get_npu_format_meta(const at::Tensor& self) { return guessed_base_format(self); }
 
 int64_t get_storage_size(const at::Tensor& self) {
   check_qdev_tensor(self);
@@ -255,10 +254,5 @@ at::Tensor& npu_format_cast_inplace_tensor(at::Tensor& self, const at::Tensor& s
   return self;
 }
 
-at::Tensor npu_format_cast_meta(const at::Tensor& self, int64_t acl_format,
-                                std::optional<int64_t> customize_dtype,
-                                std::optional<int64_t> input_dtype) {
-  return at::empty(self.sizes(), self.options());
-}
 
 }  // namespace at::native::qdev

@@ -54,10 +54,5 @@ at::Tensor& npu_format_cast_inplace(at::Tensor& self, int64_t acl_format,
 at::Tensor& npu_format_cast_inplace_tensor(at::Tensor& self, const at::Tensor& src,
                                            std::optional<int64_t> customize_dtype,
                                            std::optional<int64_t> input_dtype);
-// Meta / CPU variants: formats exist only on qdev.
-at::Tensor npu_format_cast_meta(const at::Tensor& self, int64_t acl_format,
-                                std::optional<int64_t> customize_dtype,
-                                std::optional<int64_t> input_dtype);
-int64_t get_npu_format_meta(const at::Tensor& self);
 
 }  // namespace at::native::qdev

@@ -299,20 +299,6 @@ void pack_b(const at::Tensor& b /* (k, n) int8, any strides, host */, int64_t k,
 
 }  // namespace
 
-at::Tensor npu_quant_matmul_meta(const at::Tensor& x1, const at::Tensor& x2,
-                                 const at::Tensor& scale, const std::optional<at::Tensor>& offset,
-                                 const std::optional<at::Tensor>& pertoken_scale,
-                                 const std::optional<at::Tensor>& bias,
-                                 std::optional<int64_t> output_dtype,
-                                 std::optional<int64_t> x1_dtype, std::optional<int64_t> x2_dtype,
-                                 std::optional<int64_t> pertoken_scale_dtype,
-                                 std::optional<int64_t> scale_dtype,
-                                 at::OptionalIntArrayRef group_sizes,
-                                 const std::optional<at::Tensor>& y_scale) {
-  Plan p = plan_quant_matmul(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x1_dtype,
-                             x2_dtype, pertoken_scale_dtype, scale_dtype, group_sizes, y_scale);
-  return at::empty(p.out_shape, x1.options().dtype(p.out_dtype));
-}
 
 at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
                             const std::optional<at::Tensor>& offset,

@@ -14,9 +14,6 @@ namespace at::native::qdev {
 
 at::Tensor npu_trans_quant_param(const at::Tensor& scale, const std::optional<at::Tensor>& offset,
                                  std::optional<int64_t> round_mode);
-at::Tensor npu_trans_quant_param_meta(const at::Tensor& scale,
-                                      const std::optional<at::Tensor>& offset,
-                                      std::optional<int64_t> round_mode);
 
 at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
                             const std::optional<at::Tensor>& offset,
@@ -28,30 +25,12 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
                             std::optional<int64_t> scale_dtype,
                             at::OptionalIntArrayRef group_sizes,
                             const std::optional<at::Tensor>& y_scale);
-at::Tensor npu_quant_matmul_meta(const at::Tensor& x1, const at::Tensor& x2,
-                                 const at::Tensor& scale, const std::optional<at::Tensor>& offset,
-                                 const std::optional<at::Tensor>& pertoken_scale,
-                                 const std::optional<at::Tensor>& bias,
-                                 std::optional<int64_t> output_dtype,
-                                 std::optional<int64_t> x1_dtype, std::optional<int64_t> x2_dtype,
-                                 std::optional<int64_t> pertoken_scale_dtype,
-                                 std::optional<int64_t> scale_dtype,
-                                 at::OptionalIntArrayRef group_sizes,
-                                 const std::optional<at::Tensor>& y_scale);
 
 std::tuple<at::Tensor, at::Tensor> npu_dynamic_quant(
     const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
     const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
     c10::string_view quant_mode, double dst_type_max);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_dynamic_quant_asymmetric(
-    const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
-    const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
-    c10::string_view quant_mode, double dst_type_max);
-std::tuple<at::Tensor, at::Tensor> npu_dynamic_quant_meta(
-    const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
-    const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
-    c10::string_view quant_mode, double dst_type_max);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_dynamic_quant_asymmetric_meta(
     const at::Tensor& input, const std::optional<at::Tensor>& smooth_scales,
     const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
     c10::string_view quant_mode, double dst_type_max);

@@ -37,12 +37,6 @@ std::vector<int64_t> trans_quant_param_shape(const at::Tensor& scale,
 
 }  // namespace
 
-at::Tensor npu_trans_quant_param_meta(const at::Tensor& scale,
-                                      const std::optional<at::Tensor>& offset,
-                                      std::optional<int64_t> round_mode) {
-  return at::empty(trans_quant_param_shape(scale, offset, round_mode),
-                   scale.options().dtype(at::kLong));
-}
 
 at::Tensor npu_trans_quant_param(const at::Tensor& scale, const std::optional<at::Tensor>& offset,
                                  std::optional<int64_t> round_mode) {

@@ -1,0 +1,101 @@
+"""Goldens for torch_npu's quantized ops, written from the formulas in
+shared/reference/torch_npu_api.md (§1.3, §2, §4) with plain torch ops."""
+from __future__ import annotations
+
+import torch
+
+
+def f32_bits(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.float32).contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+
+
+def trans_quant_param(scale, offset=None, round_mode=0):
+    bits = f32_bits(scale)
+    if round_mode == 1:
+        exp = (bits >> 23) & 0xFF
+        rnd = (bits >> 12) & 1
+        sticky = (bits & 0xFFF) != 0
+        lsb = (bits >> 13) & 1
+        up = (rnd == 1) & (sticky | (lsb == 1)) & (exp != 0) & (exp != 255)
+        bits = torch.where(up, bits + 0x2000, bits)
+        bits = torch.where(exp == 0, bits & 0x80000000, bits)
+    out = (bits & 0xFFFFE000) | (1 << 46)
+    if offset is not None:
+        o = torch.round(offset.to(torch.float32)).clamp(-256, 255).to(torch.int64)  # round half even
+        out = out | ((o & 0x1FF) << 37)
+    return out
+
+
+def decode_scale(packed):
+    low = (packed & 0xFFFFE000).to(torch.int64)
+    low = torch.where(low >= 2**31, low - 2**32, low).to(torch.int32)
+    return low.view(torch.float32)
+
+
+def decode_offset(packed):
+    o = (packed >> 37) & 0x1FF
+    return torch.where(o >= 256, o - 512, o).to(torch.int32)
+
+
+def quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None):
+    """int8 (or unpacked int4) operands on the CPU; returns the torch_npu result."""
+    out = output_dtype or torch.int8
+    acc = torch.matmul(x1.to(torch.int64), x2.to(torch.int64)).to(torch.int32)
+    if bias is not None and bias.dtype == torch.int32:
+        b = bias if bias.dim() == 1 else bias  # (n,) or (batch, 1, n) broadcast
+        acc = acc + b
+    if out == torch.int32:
+        return acc
+    pertoken = pertoken_scale
+    if scale.dtype == torch.int64:
+        s, o = decode_scale(scale), decode_offset(scale)
+    else:
+        s = scale.to(torch.float32)
+        o = None
+        if scale.dtype == torch.float32 and pertoken is None and out in (torch.int8, torch.float16):
+            s = decode_scale(trans_quant_param(scale))
+        if offset is not None:
+            o = torch.round(offset).clamp(-256, 255).to(torch.int32)
+    if out == torch.int8:
+        v = torch.round((acc.to(torch.float32) * s).clamp(-256, 255))
+        if o is not None:
+            v = v + o.to(torch.float32)
+        return v.clamp(-128, 127).to(torch.int8)
+    f = acc.to(torch.float32) * s
+    if pertoken is not None:
+        f = f * pertoken.to(torch.float32)[:, None]
+    if bias is not None and bias.dtype != torch.int32:
+        f = f + bias.to(torch.float32)
+    return f.to(out)
+
+
+def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    """int32 holding 8 int4 along the last dim, least significant nibble first -> int8."""
+    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
+    nib = (packed.unsqueeze(-1) >> shifts) & 0xF
+    nib = torch.where(nib > 7, nib - 16, nib)
+    return nib.reshape(*packed.shape[:-1], packed.shape[-1] * 8).to(torch.int8)
+
+
+def pack_int4(v: torch.Tensor) -> torch.Tensor:
+    """int values in [-8, 7] along the last dim (multiple of 8) -> int32, LSB first."""
+    v = (v.to(torch.int64) & 0xF).reshape(*v.shape[:-1], v.shape[-1] // 8, 8)
+    shifts = torch.arange(0, 32, 4, dtype=torch.int64)
+    packed = (v << shifts).sum(-1)
+    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+
+
+def dynamic_quant(x, smooth=None, asymmetric=False, dst_max=127.0, dst_min=-128.0):
+    xs = x.to(torch.float32)
+    if smooth is not None:
+        xs = xs * smooth.to(torch.float32)
+    if asymmetric:
+        mx, mn = xs.amax(-1), xs.amin(-1)
+        scale = (mx - mn) / (dst_max - dst_min)
+        offset = torch.where(scale == 0, torch.zeros_like(scale), dst_max - mx / scale)
+        y = torch.where(scale[..., None] == 0, torch.zeros_like(xs),
+                        torch.round(xs / scale[..., None] + offset[..., None]))
+        return y.clamp(dst_min, dst_max), scale, offset
+    scale = xs.abs().amax(-1) * torch.tensor(1.0 / dst_max, dtype=torch.float32)
+    y = torch.where(scale[..., None] == 0, torch.zeros_like(xs), torch.round(xs / scale[..., None]))
+    return y.clamp(dst_min, dst_max), scale
