@@ -9,6 +9,7 @@ with ``qdev``.
 from __future__ import annotations
 
 import enum
+import warnings
 from typing import Optional, Sequence, Union
 
 import torch
@@ -111,6 +112,13 @@ def npu_dynamic_quant_asymmetric(input: torch.Tensor, *, smooth_scales: Optional
 def npu_format_cast(self: torch.Tensor, acl_format: Union[int, torch.Tensor], *,
                     customize_dtype: DType = None, input_dtype: DType = None) -> torch.Tensor:
     """Returns ``self`` in format ``acl_format`` (an int / Format, or a tensor whose format to adopt)."""
+    target = int(torch.ops.qdev.get_npu_format(acl_format)) if isinstance(acl_format, torch.Tensor) else int(acl_format)
+    if target in _INTERNAL and not torch.qdev.config.allow_internal_format and self.device.type == "qdev":
+        # torch_npu degrades the request with this warning (as a Python warning here;
+        # the C++ op itself reports it on stderr when called through torch.ops).
+        warnings.warn("Cannot create tensor with internal format while allow_internal_format=False, "
+                      "tensor will be created with base format.", stacklevel=2)
+        return self
     if isinstance(acl_format, torch.Tensor):
         return torch.ops.qdev.npu_format_cast.Tensor(
             self, acl_format, customize_dtype=_dtype_int(customize_dtype), input_dtype=_dtype_int(input_dtype))
@@ -141,7 +149,7 @@ def _format_cast_backward(ctx, grad):
     return grad, None
 
 
-def _format_cast_setup(ctx, inputs, output):
+def _format_cast_setup(ctx, inputs, keyword_only_inputs, output):
     pass
 
 

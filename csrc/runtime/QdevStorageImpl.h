@@ -1,5 +1,6 @@
 #pragma once
 
+#include <c10/core/ScalarType.h>
 #include <c10/core/Storage.h>
 #include <c10/core/StorageImpl.h>
 
@@ -25,6 +26,7 @@ struct QDEV_EXPORT QdevStorageImpl final : public c10::StorageImpl {
   int64_t format = kUnset;
   std::vector<int64_t> base_sizes;  // internal formats: the logical ND shape encoded
   int64_t c0 = 0;                   // internal formats: elements per fractal row
+  c10::ScalarType dtype = c10::ScalarType::Undefined;  // internal formats: element type
 
   // int8 FRACTAL_NZ weights: per-matrix column sums for the GEMM's u8 correction,
   // computed on first use and dropped whenever the bytes are rewritten.

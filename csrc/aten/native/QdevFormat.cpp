@@ -111,7 +111,15 @@ bool allow_internal_format() { return g_allow_internal_format; }
 bool is_internal_format(const at::Tensor& t) {
   if (!t.defined() || !is_qdev(t) || !t.has_storage()) return false;
   const QdevStorageImpl* impl = qdev_storage_impl(t.storage());
-  return impl != nullptr && format::is_nz(impl->format);
+  if (impl == nullptr || !format::is_nz(impl->format) || t.scalar_type() != impl->dtype) return false;
+  // A view reaching past the encoded ND buffer is a raw view of the bytes
+  // (e.g. untyped_storage().cpu()), not of the logical values.
+  int64_t last = t.storage_offset();
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.size(d) == 0) return true;
+    last += (t.size(d) - 1) * t.stride(d);
+  }
+  return last < c10::multiply_integers(impl->base_sizes);
 }
 
 at::Tensor logical_host_view(const at::Tensor& t, at::Tensor* nd_base) {
@@ -222,6 +230,7 @@ at::Tensor npu_format_cast(const at::Tensor& self, int64_t acl_format,
   impl->format = acl_format;
   impl->base_sizes = self.sizes().vec();
   impl->c0 = c0;
+  impl->dtype = self.scalar_type();
   k::nd_to_nz(values.const_data_ptr(), impl->mutable_data(), batch, rows, cols, item, c0);
   return out;
 }
