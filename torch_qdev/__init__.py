@@ -34,6 +34,7 @@ from . import _C  # noqa: E402  (loads libqdrt and libtorch_qdev, registering th
 from . import qdev as _device_module  # noqa: E402
 
 from . import ops  # noqa: E402  (typed wrappers over torch.ops.qdev.*)
+from . import contrib  # noqa: E402
 from .ops import (  # noqa: E402
     Format,
     get_npu_format,
