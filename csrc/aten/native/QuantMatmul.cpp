@@ -390,15 +390,13 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
   b_shape.insert(b_shape.end(), {kk, n});
   const bool b_shared = x2.dim() == 2 || c10::multiply_integers(x2.sizes().slice(0, x2.dim() - 2)) == 1;
 
-  at::Tensor a_all = a8.expand(a_shape).reshape({batches, m, kk});
+  // A rows as one (batches * m, k) matrix; a copy only when x1 is broadcast or strided.
+  const at::Tensor a_all = a8.expand(a_shape).reshape({batches * m, kk}).contiguous();
+  const int8_t* a_src = a_all.const_data_ptr<int8_t>();
   const int64_t lda = k::round_up(kk, k::kNzRows);
   std::vector<uint8_t> a_u8(static_cast<size_t>(batches * m * lda));
   at::parallel_for(0, batches * m, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const at::Tensor row = a_all.select(0, r / m).select(0, r % m);
-      const at::Tensor rc = row.is_contiguous() ? row : row.contiguous();
-      k::pack_a_u8(rc.const_data_ptr<int8_t>(), 1, kk, kk, a_u8.data() + r * lda, lda);
-    }
+    k::pack_a_u8(a_src + r0 * kk, r1 - r0, kk, kk, a_u8.data() + r0 * lda, lda);
   });
 
   std::vector<PackedB> packed(b_shared ? 1 : static_cast<size_t>(batches));

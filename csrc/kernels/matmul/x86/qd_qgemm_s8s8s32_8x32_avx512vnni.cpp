@@ -58,6 +58,40 @@ void tile_dot(const QGemmArgs& args, const uint8_t* a, const int8_t* panel, cons
   }
 }
 
+// Two adjacent panels (64 columns) at once: 4 B operands per k-group are shared
+// by MR rows, so fewer loads per vpdpbusd than the 32-column tile.
+template <int MR>
+void tile_dot_x2(const QGemmArgs& args, const uint8_t* a, const int8_t* panel0, const int8_t* panel1,
+                 const int32_t* colsum, int32_t* tile) {
+  const int64_t k_blocks = (args.k + kNzRows - 1) / kNzRows;
+  const int64_t lda = args.lda;
+  __m512i acc[MR][4];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = acc[r][2] = acc[r][3] = _mm512_setzero_si512();
+  for (int64_t f = 0; f < k_blocks; ++f) {
+    const int8_t* f0 = panel0 + f * kNzFractalBytes;
+    const int8_t* f1 = panel1 + f * kNzFractalBytes;
+    const uint8_t* ak = a + f * kNzRows;
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      const __m512i b0 = _mm512_loadu_si512(f0 + g * 128);
+      const __m512i b1 = _mm512_loadu_si512(f0 + g * 128 + 64);
+      const __m512i b2 = _mm512_loadu_si512(f1 + g * 128);
+      const __m512i b3 = _mm512_loadu_si512(f1 + g * 128 + 64);
+      for (int r = 0; r < MR; ++r) {
+        const __m512i av = _mm512_set1_epi32(load_i32(ak + r * lda + g * 4));
+        acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], av, b0);
+        acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], av, b1);
+        acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], av, b2);
+        acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], av, b3);
+      }
+    }
+  }
+  for (int q = 0; q < 4; ++q) {
+    const __m512i c = _mm512_slli_epi32(_mm512_loadu_si512(colsum + q * 16), 7);
+    for (int r = 0; r < MR; ++r) _mm512_storeu_si512(tile + r * 2 * kNzCols + q * 16, _mm512_sub_epi32(acc[r][q], c));
+  }
+}
+
 __m512i bf16_rne(__m512 f) {
   const __m512i u = _mm512_castps_si512(f);
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -67,8 +101,8 @@ __m512i bf16_rne(__m512 f) {
   return _mm512_mask_mov_epi32(r, nan, quiet);
 }
 
-void epilogue(const QGemmArgs& args, const int32_t* tile, int64_t r0, int rows, int64_t c0,
-              int64_t cols) {
+void epilogue(const QGemmArgs& args, const int32_t* tile, int64_t ld_tile, int64_t r0, int rows,
+              int64_t c0, int64_t cols) {
   const QGemmEpilogue& ep = args.ep;
   for (int r = 0; r < rows; ++r) {
     const int64_t row = r0 + r;
@@ -76,7 +110,7 @@ void epilogue(const QGemmArgs& args, const int32_t* tile, int64_t r0, int rows, 
       const int64_t j = c0 + h;
       const __mmask16 mask =
           cols - h >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (cols - h)) - 1);
-      __m512i v = _mm512_maskz_loadu_epi32(mask, tile + r * kNzCols + h);
+      __m512i v = _mm512_maskz_loadu_epi32(mask, tile + r * ld_tile + h);
       if (ep.bias_i32) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(mask, ep.bias_i32 + j));
       const int64_t at = row * args.ldc + j;
       if (ep.out == QGemmOut::kInt32) {
@@ -114,26 +148,52 @@ void epilogue(const QGemmArgs& args, const int32_t* tile, int64_t r0, int rows, 
   }
 }
 
+constexpr int kMrPair = 4;
+
 template <int MR>
 void run_rows(const QGemmArgs& args, int64_t r0, const int8_t* panel, const int32_t* colsum,
               int32_t* tile, int64_t c0, int64_t cols) {
   tile_dot<MR>(args, args.a + r0 * args.lda, panel, colsum, tile);
-  epilogue(args, tile, r0, MR, c0, cols);
+  epilogue(args, tile, kNzCols, r0, MR, c0, cols);
+}
+
+template <int MR>
+void run_rows_pair(const QGemmArgs& args, int64_t r0, const int8_t* panel, int64_t panel_bytes,
+                   const int32_t* colsum, int32_t* tile, int64_t c0, int64_t cols) {
+  tile_dot_x2<MR>(args, args.a + r0 * args.lda, panel, panel + panel_bytes, colsum, tile);
+  epilogue(args, tile, 2 * kNzCols, r0, MR, c0, cols);
 }
 
 }  // namespace
 
 void qgemm_panels_avx512vnni(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end) {
-  alignas(64) int32_t tile[kMr * kNzCols];
-  alignas(64) int32_t colsum[kNzCols];
+  alignas(64) int32_t tile[kMr * 2 * kNzCols];
+  alignas(64) int32_t colsum[2 * kNzCols];
   const int64_t k_blocks = (args.k + kNzRows - 1) / kNzRows;
-  for (int64_t p = panel_begin; p < panel_end; ++p) {
+  const int64_t panel_bytes = k_blocks * kNzFractalBytes;
+  for (int64_t p = panel_begin; p < panel_end;) {
+    const bool pair = p + 1 < panel_end;
     const int64_t c0 = p * kNzCols;
-    const int64_t cols = std::min(kNzCols, args.n - c0);
-    const int8_t* panel = args.b + p * k_blocks * kNzFractalBytes;
+    const int64_t cols = std::min((pair ? 2 : 1) * kNzCols, args.n - c0);
+    const int8_t* panel = args.b + p * panel_bytes;
     std::memset(colsum, 0, sizeof(colsum));
     std::memcpy(colsum, args.b_colsum + c0, static_cast<size_t>(cols) * sizeof(int32_t));
     int64_t r0 = 0;
+    if (pair) {
+      for (; r0 + kMrPair <= args.m; r0 += kMrPair) {
+        run_rows_pair<kMrPair>(args, r0, panel, panel_bytes, colsum, tile, c0, cols);
+      }
+      switch (args.m - r0) {
+        case 5: run_rows_pair<5>(args, r0, panel, panel_bytes, colsum, tile, c0, cols); break;
+        case 4: run_rows_pair<4>(args, r0, panel, panel_bytes, colsum, tile, c0, cols); break;
+        case 3: run_rows_pair<3>(args, r0, panel, panel_bytes, colsum, tile, c0, cols); break;
+        case 2: run_rows_pair<2>(args, r0, panel, panel_bytes, colsum, tile, c0, cols); break;
+        case 1: run_rows_pair<1>(args, r0, panel, panel_bytes, colsum, tile, c0, cols); break;
+        default: break;
+      }
+      p += 2;
+      continue;
+    }
     for (; r0 + kMr <= args.m; r0 += kMr) run_rows<kMr>(args, r0, panel, colsum, tile, c0, cols);
     switch (args.m - r0) {
       case 7: run_rows<7>(args, r0, panel, colsum, tile, c0, cols); break;
@@ -145,6 +205,7 @@ void qgemm_panels_avx512vnni(const QGemmArgs& args, int64_t panel_begin, int64_t
       case 1: run_rows<1>(args, r0, panel, colsum, tile, c0, cols); break;
       default: break;
     }
+    p += 1;
   }
 }
 
