@@ -1,6 +1,10 @@
 // torch_qdev._C: the Python face of the qdev runtime. Only glue: every
 // function forwards to csrc/runtime.
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
+
+#include <atomic>
+#include <chrono>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -10,6 +14,7 @@
 
 #include "../../csrc/aten/native/QdevFormat.h"
 #include "../../csrc/aten/native/QuantOps.h"
+#include "../../csrc/kernels/common/qd_membw.h"
 #include "QdevException.h"
 #include "QdevFunctions.h"
 #include "QdevGenerator.h"
@@ -66,6 +71,19 @@ PYBIND11_MODULE(_C, m) {
   m.def("_supported_cpu_isas", [] { return at::native::qdev::supported_cpu_isas(); });
   m.def("_set_allow_internal_format",
         [](bool allow) { at::native::qdev::set_allow_internal_format(allow); });
+  // Benchmark helper: seconds to read a CPU/qdev byte tensor once with torch's threads.
+  m.def("_read_seconds", [](const at::Tensor& t) {
+    TORCH_CHECK(t.is_contiguous() && t.nbytes() % 64 == 0, "_read_seconds: contiguous, 64-byte multiple");
+    const auto* base = static_cast<const char*>(t.const_data_ptr());
+    const int64_t lines = static_cast<int64_t>(t.nbytes() / 64);
+    std::atomic<uint64_t> sink{0};
+    const auto start = std::chrono::steady_clock::now();
+    at::parallel_for(0, lines, 4096, [&](int64_t b, int64_t e) {
+      sink ^= qdev::kernels::read_stream(base + b * 64, static_cast<size_t>(e - b) * 64);
+    });
+    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - start;
+    return py::make_tuple(dt.count(), static_cast<uint64_t>(sink.load()));
+  });
   m.def("_device_memory_used", [](int d) {
     c10::qdev::check_device_index(static_cast<c10::DeviceIndex>(d));
     size_t used = 0;

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "../../kernels/quant/qd_quant_rows.h"
 #include "../../runtime/QdevStream.h"
 #include "QdevFormat.h"
 #include "QuantOps.h"
@@ -141,6 +142,53 @@ void quantize(const float* xs, int64_t n, int64_t stride, const Group& g, const 
   }
 }
 
+// Per-token quantization in the row kernel (the hot path of dynamic A8W8).
+std::vector<at::Tensor> quant_rows_fast(const at::Tensor& input, const std::optional<at::Tensor>& smooth,
+                                        const DqPlan& p, bool asym, int64_t rows) {
+  namespace k = ::qdev::kernels;
+  const at::Tensor x = logical_host_view(input).contiguous();
+  std::vector<float> smooth_f;
+  if (defined(smooth)) {
+    const at::Tensor s = logical_host_view(*smooth).to(at::kFloat).contiguous();
+    smooth_f.assign(s.const_data_ptr<float>(), s.const_data_ptr<float>() + s.numel());
+  }
+  auto options = input.options();
+  at::Tensor y = at::empty(p.y_shape, options.dtype(p.int4 ? at::kInt : at::kChar));
+  at::Tensor scale = at::empty(p.scale_shape, options.dtype(at::kFloat));
+  at::Tensor offset = asym ? at::empty(p.scale_shape, options.dtype(at::kFloat)) : at::Tensor();
+  at::Tensor q8 = p.int4 ? at::empty({rows, p.h}, x.options().dtype(at::kChar)) : logical_host_view(y);
+  k::QuantRowsArgs args;
+  args.x = x.const_data_ptr();
+  args.type = x.scalar_type() == at::kHalf       ? k::FloatType::kF16
+              : x.scalar_type() == at::kBFloat16 ? k::FloatType::kBF16
+                                                 : k::FloatType::kF32;
+  args.h = p.h;
+  args.ldx = p.h;
+  args.smooth = smooth_f.empty() ? nullptr : smooth_f.data();
+  args.dst_max = p.dst_max;
+  args.dst_min = p.dst_min;
+  args.asymmetric = asym;
+  args.q = q8.mutable_data_ptr<int8_t>();
+  args.ldq = p.h;
+  args.scale = logical_host_view(scale).mutable_data_ptr<float>();
+  args.offset = asym ? logical_host_view(offset).mutable_data_ptr<float>() : nullptr;
+  const k::Isa isa = k::active_isa();
+  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(p.h, 1)),
+                   [&](int64_t r0, int64_t r1) { k::quant_rows(isa, args, r0, r1); });
+  if (p.int4) {
+    const int8_t* src = q8.const_data_ptr<int8_t>();
+    uint32_t* dst = reinterpret_cast<uint32_t*>(logical_host_view(y).mutable_data_ptr<int32_t>());
+    const int64_t words = rows * p.h / 8;
+    for (int64_t i = 0; i < words; ++i) {
+      uint32_t w = 0;
+      for (int j = 0; j < 8; ++j) w |= (static_cast<uint32_t>(src[i * 8 + j]) & 0xFu) << (4 * j);
+      dst[i] = w;
+    }
+  }
+  if (asym) return {y, scale, offset};
+  return {y, scale};
+}
+
 std::vector<at::Tensor> run_dynamic_quant(const at::Tensor& input,
                                           const std::optional<at::Tensor>& smooth,
                                           const std::optional<at::Tensor>& group_index,
@@ -156,6 +204,9 @@ std::vector<at::Tensor> run_dynamic_quant(const at::Tensor& input,
   const int64_t h = p.h;
   const int64_t total = input.numel();
   const int64_t rows = h == 0 ? 0 : total / h;
+  if (p.mode == Mode::kPerToken && !defined(group_index)) {
+    return quant_rows_fast(input, smooth, p, asym, rows);
+  }
   // xs = float(x) * float(smooth) on the host.
   at::Tensor xs = logical_host_view(input).to(at::kFloat).contiguous();
   if (defined(smooth)) {

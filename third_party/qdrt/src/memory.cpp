@@ -6,6 +6,8 @@
 #include <cstring>
 #include <map>
 
+#include <sys/mman.h>
+
 namespace qdrt {
 namespace {
 
@@ -28,10 +30,19 @@ MemoryTable& table() {
   return *t;
 }
 
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// Large blocks are 2 MiB aligned and marked for transparent huge pages: weight
+// streams (decode) then take far fewer TLB misses.
 void* aligned_host_alloc(size_t size) {
-  size_t rounded = (size + kAlignment - 1) / kAlignment * kAlignment;
-  if (rounded == 0) rounded = kAlignment;
-  return std::aligned_alloc(kAlignment, rounded);
+  const size_t align = size >= kHugePage ? kHugePage : kAlignment;
+  size_t rounded = (size + align - 1) / align * align;
+  if (rounded == 0) rounded = align;
+  void* p = std::aligned_alloc(align, rounded);
+#ifdef MADV_HUGEPAGE
+  if (p != nullptr && align == kHugePage) (void)madvise(p, rounded, MADV_HUGEPAGE);
+#endif
+  return p;
 }
 
 // Looks up the allocation containing ptr; caller holds the table lock.
