@@ -113,7 +113,10 @@ def main() -> int:
                     err = f"{((y - ref).norm() / ref.norm()).item() * 100:.1f}%"
                 rows.append((name, t, foreign, err))
             base = rows[0][1]
-            title = f"K={K} N={N} M={M}" + (f" (cold: {copies} weight copies)" if M == 1 else "")
+            if M == 1:  # the host's DRAM bandwidth drifts: measure it next to the decode rows
+                bw = max(read_bandwidth())
+            title = f"K={K} N={N} M={M}" + (f" (cold: {copies} weight copies; read BW now {bw:.1f} GB/s)"
+                                              if M == 1 else "")
             print(f"### {title}")
             unit = "weight GB/s (% of read BW)" if M == 1 else "GOP/s (% of int8 peak)"
             print(f"| peer | time ms | {unit} | qdev op is x faster | rel. err |")

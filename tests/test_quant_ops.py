@@ -356,3 +356,48 @@ def test_dynamic_quant_modes_and_moe():
 def test_dynamic_quant_zero_row():
     y, s = torch_qdev.npu_dynamic_quant(torch.zeros(2, 16).half())
     assert torch.equal(s, torch.zeros(2)) and torch.equal(y, torch.zeros(2, 16, dtype=torch.int8))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_dynamic_quant_every_isa_matches_reference(isa, dtype, asymmetric):
+    gen = torch.Generator().manual_seed(7)
+    x = (torch.randn(9, 203, generator=gen) * 3).to(dtype)  # 203: a 16-lane tail
+    x[4] = 0  # a constant row
+    smooth = (torch.rand(203, generator=gen) + 0.5).to(dtype)
+    op = torch_qdev.npu_dynamic_quant_asymmetric if asymmetric else torch_qdev.npu_dynamic_quant
+    previous = torch_qdev._C._get_cpu_isa()
+    try:
+        torch_qdev._C._set_cpu_isa("ref")
+        expected = op(x, smooth_scales=smooth)
+        torch_qdev._C._set_cpu_isa(isa)
+        got = op(x.qdev(), smooth_scales=smooth.qdev())
+    finally:
+        torch_qdev._C._set_cpu_isa(previous)
+    for g, e in zip(got, expected):
+        assert torch.equal(g.cpu(), e)
+    golden = ref.dynamic_quant(x, smooth, asymmetric=asymmetric)
+    assert torch.equal(expected[0], golden[0].to(torch.int8)) and torch.equal(expected[1], golden[1])
+
+
+def test_a4w4_per_group():
+    """The A4W4 per-group row: y = pertoken * sum_g (x1_g @ (x2_g - offset_g)) * scale_g."""
+    gen = torch.Generator().manual_seed(11)
+    m, k, n, group = 4, 512, 32, 256
+    a = torch.randint(-8, 8, (m, k), generator=gen)
+    w = torch.randint(-8, 8, (k, n), generator=gen)
+    scale = torch.rand(k // group, n, generator=gen) * 0.1
+    offset = (torch.rand(k // group, n, generator=gen) - 0.5).half()
+    pertoken = torch.rand(m, 1, generator=gen) + 0.5
+    got = torch_qdev.npu_quant_matmul(ref.pack_int4(a).qdev(), ref.pack_int4(w).qdev(), scale.qdev(),
+                                      offset=offset.qdev(), pertoken_scale=pertoken.qdev(),
+                                      output_dtype=torch.bfloat16, group_sizes=[1, 1, group])
+    expected = sum((a[:, g * group:(g + 1) * group].double()
+                    @ (w[g * group:(g + 1) * group].double() - offset[g].double())) * scale[g].double()
+                   for g in range(k // group)) * pertoken.double()
+    assert got.dtype == torch.bfloat16 and got.shape == (m, n)
+    torch.testing.assert_close(got.cpu().double(), expected, rtol=1e-2, atol=1e-2)
+    with pytest.raises(RuntimeError, match="A4W4 per-group scale must be float32 of shape"):
+        torch_qdev.npu_quant_matmul(ref.pack_int4(a), ref.pack_int4(w), scale[:1], offset=offset[:1],
+                                    pertoken_scale=pertoken, output_dtype=torch.bfloat16)

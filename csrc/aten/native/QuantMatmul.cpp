@@ -7,6 +7,8 @@
 #include <ATen/Parallel.h>
 #include <ATen/ExpandUtils.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/ScalarType.h>
 
@@ -67,12 +69,40 @@ bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->de
 
 struct Plan {
   bool a4w4 = false;
+  bool a4w4_group = false;   // A4W4 per-group: 2-D scale (ceil(k/G), n), float16 offset
+  int64_t group = 0;         // its k-group size
   bool x2_k_packed = false;  // A4W4 x2 given as (k/8, n): the transpose of an (n, k/8) packing
   std::vector<int64_t> batch;
   int64_t m = 0, k = 0, n = 0;
   at::ScalarType out_dtype = at::kChar;
   std::vector<int64_t> out_shape;
 };
+
+// A4W4 per-group (the int32 x int32 row with a 2-D scale): scale float32 and
+// offset float16 of shape (ceil(k / G), n), pertoken float32 (m, 1) or (m,),
+// float16/bfloat16 output, no bias.
+Plan plan_a4w4_group(Plan p, const at::Tensor& x1, const at::Tensor& scale,
+                     const std::optional<at::Tensor>& offset, const std::optional<at::Tensor>& pertoken,
+                     const std::optional<at::Tensor>& bias) {
+  if (p.group == 0) p.group = 256;
+  const int64_t groups = (p.k + p.group - 1) / p.group;
+  TORCH_CHECK(x1.dim() == 2, "A4W4 per-group quantization supports a 2-D x1, but x1 has ", x1.dim(), " dims");
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.size(0) == groups && scale.size(1) == p.n,
+              "A4W4 per-group scale must be float32 of shape (", groups, ", ", p.n, "), but it is ",
+              scale.scalar_type(), " ", scale.sizes());
+  if (offset.has_value() && offset->defined()) {
+    TORCH_CHECK(offset->scalar_type() == at::kHalf && offset->sizes() == scale.sizes(),
+                "A4W4 per-group offset must be float16 of the scale's shape ", scale.sizes());
+  }
+  TORCH_CHECK(pertoken.has_value() && pertoken->defined() && pertoken->scalar_type() == at::kFloat &&
+                  pertoken->numel() == p.m && (pertoken->dim() == 1 || pertoken->dim() == 2),
+              "A4W4 per-group quantization needs a float32 pertoken_scale of shape (m, 1)");
+  TORCH_CHECK(!(bias.has_value() && bias->defined()), "A4W4 per-group quantization takes no bias");
+  TORCH_CHECK(p.out_dtype == at::kHalf || p.out_dtype == at::kBFloat16,
+              "A4W4 per-group quantization needs float16 or bfloat16 output, but output_dtype is ",
+              dtype_name(p.out_dtype));
+  return p;
+}
 
 // torch_npu's meta checks (npu_quant_matmul_meta) plus the CANN-level rules
 // that decide which argument combinations exist. Messages are torch_npu's.
@@ -124,6 +154,7 @@ Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Ten
     p.n = x2.size(-1);
   }
   p.m = x1.size(-2);
+  p.a4w4_group = p.a4w4 && scale.dim() == 2;
   auto b1 = x1.sizes().slice(0, x1.dim() - 2), b2 = x2.sizes().slice(0, x2.dim() - 2);
   auto bshape = at::infer_size_dimvector(b1, b2);  // raises on mismatch; message below is torch_npu's
   (void)bshape;
@@ -141,8 +172,15 @@ Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Ten
     for (int64_t g : gs) {
       TORCH_CHECK(g >= 0 && g <= 65535, "group param value must conform to range [0, 65535]");
     }
-    if (gs[0] > 1 || gs[1] > 1 || gs[2] > 1) not_supported("per-block quantization (group_sizes > 1)");
+    if (p.a4w4_group) {
+      TORCH_CHECK(gs[0] <= 1 && gs[1] <= 1 && gs[2] > 0,
+                  "A4W4 per-group quantization takes group_sizes [1, 1, group_k], but got ", gs);
+      p.group = gs[2];
+    } else if (gs[0] > 1 || gs[1] > 1 || gs[2] > 1) {
+      not_supported("per-block quantization (group_sizes > 1)");
+    }
   }
+  if (p.a4w4_group) return plan_a4w4_group(p, x1, scale, offset, pertoken, bias);
 
   if (defined(bias)) {
     const at::Tensor& b = *bias;
@@ -332,6 +370,25 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
   } else {
     a8 = host_view(x1);
     b8 = x2_is_nz(x2) ? at::Tensor() : host_view(x2);
+  }
+
+  if (p.a4w4_group) {
+    // y = pertoken * sum_g (x1_g @ (x2_g - offset_g)) * scale_g, in float32.
+    const at::Tensor xa = a8.to(at::kFloat);
+    const at::Tensor wb = b8.to(at::kFloat);
+    const at::Tensor sc = host_view(scale).to(at::kFloat);
+    const bool has_off = defined(offset);
+    const at::Tensor off = has_off ? host_view(*offset).to(at::kFloat) : at::Tensor();
+    at::Tensor acc = at::zeros({m, n}, xa.options());
+    for (int64_t g = 0, k0 = 0; k0 < kk; ++g, k0 += p.group) {
+      const int64_t len = std::min(p.group, kk - k0);
+      at::Tensor wg = wb.narrow(0, k0, len);
+      if (has_off) wg = wg.sub(off.select(0, g));
+      acc.add_(at::matmul(xa.narrow(1, k0, len), wg).mul(sc.select(0, g)));
+    }
+    acc.mul_(host_view(*pertoken_scale).to(at::kFloat).reshape({m, 1}));
+    host_view(out).copy_(acc);
+    return out;
   }
 
   // Epilogue parameters.
