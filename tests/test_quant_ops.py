@@ -180,9 +180,20 @@ def test_batch_broadcast_and_3d_bias():
     assert torch.equal(got, ref.quant_matmul(x1b, x2b, scale, output_dtype=torch.int32))
 
 
-def test_a4w4_both_packings():
-    gen = torch.Generator().manual_seed(4)
-    m, k, n = 6, 64, 48
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("m,k,n", [(6, 64, 48), (13, 200, 72), (1, 8, 8)])
+def test_a4w4_both_packings(isa, m, k, n):
+    """ref and avx512vnni run the in-register nibble kernel, avx2 the unpack-to-int8 path."""
+    gen = torch.Generator().manual_seed(4 + m)
+    previous = torch_qdev._C._get_cpu_isa()
+    torch_qdev._C._set_cpu_isa(isa)
+    try:
+        _check_a4w4(gen, m, k, n)
+    finally:
+        torch_qdev._C._set_cpu_isa(previous)
+
+
+def _check_a4w4(gen, m, k, n):
     a = torch.randint(-8, 8, (m, k), generator=gen)
     w = torch.randint(-8, 8, (k, n), generator=gen)
     scale = torch.rand(n, generator=gen) * 0.05

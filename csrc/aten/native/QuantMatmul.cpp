@@ -18,6 +18,7 @@
 
 #include "../../kernels/common/qd_common.h"
 #include "../../kernels/matmul/qd_qgemm.h"
+#include "../../kernels/matmul/qd_qgemm_s4.h"
 #include "../../runtime/QdevStream.h"
 #include "QdevFormat.h"
 #include "QdevNative.h"
@@ -363,10 +364,15 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
 
   // Operands as int8 host tensors.
   at::Tensor a8, b8;  // a8: (batch1..., m, k); b8: (batch2..., k, n)
+  const k::Isa isa = k::active_isa();
+  // A4W4 weights stay 4-bit when the nibble kernel exists for this ISA.
+  const bool nibble_kernel = p.a4w4 && !p.a4w4_group && k::qgemm4_has_kernel(isa);
   if (p.a4w4) {
     a8 = unpack_int4(host_view(x1));
-    b8 = p.x2_k_packed ? unpack_int4(host_view(x2).transpose(-1, -2)).transpose(-1, -2)
-                       : unpack_int4(host_view(x2));
+    if (!nibble_kernel) {
+      b8 = p.x2_k_packed ? unpack_int4(host_view(x2).transpose(-1, -2)).transpose(-1, -2)
+                         : unpack_int4(host_view(x2));
+    }
   } else {
     a8 = host_view(x1);
     b8 = x2_is_nz(x2) ? at::Tensor() : host_view(x2);
@@ -451,6 +457,51 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
   const at::Tensor a_all = a8.expand(a_shape).reshape({batches * m, kk}).contiguous();
   const int8_t* a_src = a_all.const_data_ptr<int8_t>();
   const int64_t lda = k::round_up(kk, k::kNzRows);
+
+  if (nibble_kernel) {
+    // In-register unpacking: pack A as plain int8 with row sums, B as NZ4-VNNI.
+    const int64_t rows = batches * m;
+    std::vector<int8_t> a_s8(static_cast<size_t>(rows * lda), 0);
+    std::vector<int32_t> rowsum(static_cast<size_t>(rows));
+    at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        int32_t sum = 0;
+        for (int64_t i = 0; i < kk; ++i) sum += (a_s8[static_cast<size_t>(r * lda + i)] = a_src[r * kk + i]);
+        rowsum[static_cast<size_t>(r)] = sum;
+      }
+    });
+    const at::Tensor words = p.x2_k_packed ? host_view(x2).transpose(-1, -2).contiguous() : host_view(x2).contiguous();
+    const int64_t row_words = words.size(1);
+    std::vector<uint8_t> b4(static_cast<size_t>(k::nz4_packed_bytes(kk, n)));
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
+    const int64_t num_panels = k::qgemm_num_panels(n);
+    at::parallel_for(0, num_panels, 1, [&](int64_t p0, int64_t p1) {
+      k::pack_b_nz4_from_int4(w, kk, n, p.x2_k_packed, row_words, b4.data(), p0 * k::kNzCols,
+                              std::min(p1 * k::kNzCols, n));
+    });
+    std::vector<float> pertoken_all;
+    if (has_pertoken) {
+      for (int64_t b = 0; b < batches; ++b) pertoken_all.insert(pertoken_all.end(), pertoken_f.begin(), pertoken_f.end());
+    }
+    k::QGemmS4Args args;
+    args.m = rows;
+    args.n = n;
+    args.k = kk;
+    args.a = a_s8.data();
+    args.lda = lda;
+    args.a_rowsum = rowsum.data();
+    args.b = b4.data();
+    args.c = out.data_ptr();
+    args.ldc = n;
+    args.ep = ep;
+    if (!bias_i.empty()) args.ep.bias_i32 = bias_i.data();
+    if (!bias_f.empty()) args.ep.bias_f = bias_f.data();
+    if (has_pertoken) args.ep.pertoken = pertoken_all.data();
+    const int64_t grain4 = std::max<int64_t>(1, num_panels / (4 * at::get_num_threads()));
+    at::parallel_for(0, num_panels, grain4, [&](int64_t p0, int64_t p1) { k::qgemm4_panels(isa, args, p0, p1); });
+    return out;
+  }
+
   std::vector<uint8_t> a_u8(static_cast<size_t>(batches * m * lda));
   at::parallel_for(0, batches * m, 64, [&](int64_t r0, int64_t r1) {
     k::pack_a_u8(a_src + r0 * kk, r1 - r0, kk, kk, a_u8.data() + r0 * lda, lda);
@@ -468,7 +519,6 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
     }
   }
 
-  const k::Isa isa = k::active_isa();
   const int64_t panels = k::qgemm_num_panels(n);
   const int64_t elem = static_cast<int64_t>(c10::elementSize(out_t));
   char* out_base = static_cast<char*>(out.data_ptr());

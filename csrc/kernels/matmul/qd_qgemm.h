@@ -79,6 +79,10 @@ void qgemm_panels_ref(const QGemmArgs& args, int64_t panel_begin, int64_t panel_
 void qgemm_panels_avx2(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);
 void qgemm_panels_avx512vnni(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);
 
+// The AVX-512 output stage (compiled in the VNNI translation unit).
+void qgemm_epilogue_avx512vnni(const QGemmArgs& args, const int32_t* tile, int64_t ld_tile, int64_t r0,
+                               int rows, int64_t c0, int64_t cols);
+
 // The scalar output stage for rows [r0, r0+rows) x columns [c0, c0+cols) of an
 // int32 tile (row stride ld_tile); the reference for every SIMD epilogue.
 void qgemm_epilogue_ref(const QGemmArgs& args, const int32_t* tile, int64_t ld_tile, int64_t r0,

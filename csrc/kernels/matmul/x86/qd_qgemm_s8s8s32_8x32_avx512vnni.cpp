@@ -223,6 +223,11 @@ void run_rows_pair(const QGemmArgs& args, int64_t r0, const int8_t* panel, int64
 
 }  // namespace
 
+void qgemm_epilogue_avx512vnni(const QGemmArgs& args, const int32_t* tile, int64_t ld_tile, int64_t r0,
+                               int rows, int64_t c0, int64_t cols) {
+  epilogue(args, tile, ld_tile, r0, rows, c0, cols);
+}
+
 void qgemm_panels_avx512vnni(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end) {
   alignas(64) int32_t tile[kMr * 2 * kNzCols];
   alignas(64) int32_t colsum[2 * kNzCols];

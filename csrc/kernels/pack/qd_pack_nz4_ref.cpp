@@ -1,0 +1,48 @@
+// Repacks torch_npu's int32-packed int4 matrices into NZ4-VNNI.
+#include <cstring>
+
+#include "../matmul/qd_qgemm_s4.h"
+
+namespace qdev::kernels {
+
+void pack_b_nz4_from_int4(const uint32_t* words, int64_t k, int64_t n, bool k_packed, int64_t row_words,
+                          uint8_t* packed, int64_t n_begin, int64_t n_end) {
+  const int64_t k_blocks = (k + kNzRows - 1) / kNzRows;
+  for (int64_t p = n_begin / kNzCols; p * kNzCols < n_end; ++p) {
+    uint8_t* panel = packed + p * k_blocks * kNz4FractalBytes;
+    // Padding reads as the biased zero (8) in both nibbles.
+    std::memset(panel, 0x88, static_cast<size_t>(k_blocks * kNz4FractalBytes));
+    if (k_packed && k % 8 == 0) {
+      // A word holds k = 8w .. 8w + 7 of one column in exactly the nibble order of
+      // two 4-k groups here: copy 16-bit halves, biased with ^ 0x8888.
+      for (int64_t jc = 0; jc < kNzCols && p * kNzCols + jc < n; ++jc) {
+        const uint32_t* col = words + (p * kNzCols + jc) * row_words;
+        uint8_t* base = panel + (jc / 16) * 32 + (jc % 16) * 2;
+        for (int64_t w = 0; w < k / 8; ++w) {
+          const uint32_t v = col[w] ^ 0x88888888u;
+          const int64_t kq = w * 8;
+          uint8_t* d0 = base + (kq / kNzRows) * kNz4FractalBytes + ((kq % kNzRows) / 4) * 64;
+          const uint16_t lo = static_cast<uint16_t>(v), hi = static_cast<uint16_t>(v >> 16);
+          std::memcpy(d0, &lo, 2);
+          std::memcpy(d0 + 64, &hi, 2);  // the next 4-k group is 64 bytes on
+        }
+      }
+      continue;
+    }
+    for (int64_t jc = 0; jc < kNzCols && p * kNzCols + jc < n; ++jc) {
+      const int64_t j = p * kNzCols + jc;
+      for (int64_t i = 0; i < k; ++i) {
+        const uint32_t w = k_packed ? words[j * row_words + i / 8] : words[i * row_words + j / 8];
+        const uint32_t nib = (w >> (4 * (k_packed ? i % 8 : j % 8))) & 0xFu;
+        const int64_t kr = i % kNzRows;
+        uint8_t& byte = panel[(i / kNzRows) * kNz4FractalBytes + (kr / 4) * 64 + (jc / 16) * 32 +
+                              (jc % 16) * 2 + (kr % 4) / 2];
+        const uint8_t biased = static_cast<uint8_t>(nib ^ 0x8u);
+        byte = (kr % 2 == 0) ? static_cast<uint8_t>((byte & 0xF0u) | biased)
+                             : static_cast<uint8_t>((byte & 0x0Fu) | (biased << 4));
+      }
+    }
+  }
+}
+
+}  // namespace qdev::kernels
