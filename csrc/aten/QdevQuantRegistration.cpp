@@ -56,7 +56,10 @@ TORCH_LIBRARY(qdev, m) {
   m.def("get_storage_size(Tensor self) -> int");
 }
 
-TORCH_LIBRARY_IMPL(qdev, PrivateUse1, m) {
+// qdev tensors and plain CPU tensors run the same kernels (qdev memory is host
+// memory); formats exist only on qdev, so on the CPU the format ops raise
+// torch_npu's "Expected NPU tensor" error (with qdev).
+void register_kernels(torch::Library& m) {
   m.impl("npu_trans_quant_param", native::npu_trans_quant_param);
   m.impl("npu_quant_matmul", native::npu_quant_matmul);
   m.impl("npu_dynamic_quant", native::npu_dynamic_quant);
@@ -69,20 +72,8 @@ TORCH_LIBRARY_IMPL(qdev, PrivateUse1, m) {
   m.impl("get_storage_size", native::get_storage_size);
 }
 
-// Plain CPU tensors run the same kernels; formats exist only on qdev, so the
-// format ops raise torch_npu's "Expected NPU tensor" error (with qdev) there.
-TORCH_LIBRARY_IMPL(qdev, CPU, m) {
-  m.impl("npu_trans_quant_param", native::npu_trans_quant_param);
-  m.impl("npu_quant_matmul", native::npu_quant_matmul);
-  m.impl("npu_dynamic_quant", native::npu_dynamic_quant);
-  m.impl("npu_dynamic_quant_asymmetric", native::npu_dynamic_quant_asymmetric);
-  m.impl("npu_format_cast", native::npu_format_cast);
-  m.impl("npu_format_cast.Tensor", native::npu_format_cast_tensor);
-  m.impl("npu_format_cast_.acl_format", native::npu_format_cast_inplace);
-  m.impl("npu_format_cast_", native::npu_format_cast_inplace_tensor);
-  m.impl("get_npu_format", native::get_npu_format);
-  m.impl("get_storage_size", native::get_storage_size);
-}
+TORCH_LIBRARY_IMPL(qdev, PrivateUse1, m) { register_kernels(m); }
+TORCH_LIBRARY_IMPL(qdev, CPU, m) { register_kernels(m); }
 
 // Fake (meta) kernels are Python (torch_qdev/ops.py): they must handle
 // symbolic sizes under torch.compile's dynamic shapes.

@@ -10,21 +10,16 @@
 #include <cstdint>
 #include <cstring>
 
+#include "../../kernels/common/qd_common.h"
+
 namespace at::native::qdev {
 
 constexpr uint32_t kScaleMask = 0xFFFFE000u;  // keep sign, exponent and 10 mantissa bits
 constexpr int64_t kQuantFlag = int64_t{1} << 46;
 
-inline uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float bits_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using ::qdev::kernels::f32_bits;
+inline uint32_t float_bits(float f) { return f32_bits(f); }
+inline float bits_float(uint32_t u) { return ::qdev::kernels::f32_from_bits(u); }
 
 // float32 -> FP19 (1/8/10) bits in a float32 frame: truncation (round_mode 0) or
 // round-to-nearest-even on the 13 dropped bits (round_mode 1).

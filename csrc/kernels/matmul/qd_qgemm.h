@@ -28,11 +28,11 @@ constexpr int64_t kNzCols = 32;   // n columns per fractal (C0 of int8)
 constexpr int64_t kNzFractalBytes = kNzRows * kNzCols;
 
 // Bytes of the packed B for a k x n matrix (= torch_npu's FRACTAL_NZ size for int8).
-inline int64_t nz_packed_bytes(int64_t k, int64_t n) {
+static inline int64_t nz_packed_bytes(int64_t k, int64_t n) {
   return ((n + kNzCols - 1) / kNzCols) * ((k + kNzRows - 1) / kNzRows) * kNzFractalBytes;
 }
 // Byte offset of B[k][n] inside the packed buffer.
-inline int64_t nz_offset(int64_t k, int64_t n, int64_t k_total) {
+static inline int64_t nz_offset(int64_t k, int64_t n, int64_t k_total) {
   const int64_t k_blocks = (k_total + kNzRows - 1) / kNzRows;
   const int64_t fractal = (n / kNzCols) * k_blocks + k / kNzRows;
   const int64_t kr = k % kNzRows, nc = n % kNzCols;
@@ -72,7 +72,7 @@ struct QGemmArgs {
 // Computes the 32-wide column panels [panel_begin, panel_end) for all rows.
 // Panels are independent: callers split them across threads.
 void qgemm_panels(Isa isa, const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);
-inline int64_t qgemm_num_panels(int64_t n) { return (n + kNzCols - 1) / kNzCols; }
+static inline int64_t qgemm_num_panels(int64_t n) { return (n + kNzCols - 1) / kNzCols; }
 
 // Per-variant entry points (compiled only when the toolchain supports the ISA).
 void qgemm_panels_ref(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);

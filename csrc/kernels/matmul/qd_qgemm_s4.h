@@ -17,7 +17,7 @@ namespace qdev::kernels {
 
 constexpr int64_t kNz4FractalBytes = kNzFractalBytes / 2;
 
-inline int64_t nz4_packed_bytes(int64_t k, int64_t n) { return nz_packed_bytes(k, n) / 2; }
+static inline int64_t nz4_packed_bytes(int64_t k, int64_t n) { return nz_packed_bytes(k, n) / 2; }
 
 struct QGemmS4Args {
   int64_t m = 0, n = 0, k = 0;

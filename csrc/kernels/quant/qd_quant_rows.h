@@ -27,6 +27,9 @@ struct QuantRowsArgs {
   float* offset = nullptr;  // per row (asymmetric)
 };
 
+// scale (and offset) of one row from its max, min and max |x|; shared by every variant.
+void row_params(const QuantRowsArgs& args, float mx, float mn, float amax, float* scale, float* offset);
+
 void quant_rows(Isa isa, const QuantRowsArgs& args, int64_t row_begin, int64_t row_end);
 void quant_rows_ref(const QuantRowsArgs& args, int64_t row_begin, int64_t row_end);
 void quant_rows_avx512(const QuantRowsArgs& args, int64_t row_begin, int64_t row_end);

@@ -49,13 +49,8 @@ void quant_rows_avx512(const QuantRowsArgs& a, int64_t row_begin, int64_t row_en
     }
     const float mx = _mm512_reduce_max_ps(vmax), mn = _mm512_reduce_min_ps(vmin);
     const float amax = _mm512_reduce_max_ps(vamax);
-    float scale, offset = 0.0f;
-    if (a.asymmetric) {
-      scale = (mx - mn) / (a.dst_max - a.dst_min);
-      offset = scale == 0.0f ? 0.0f : a.dst_max - mx / scale;
-    } else {
-      scale = amax * (1.0f / a.dst_max);
-    }
+    float scale, offset;
+    row_params(a, mx, mn, amax, &scale, &offset);
     int8_t* q = a.q + r * a.ldq;
     if (scale == 0.0f) {
       std::fill(q, q + a.h, int8_t{0});

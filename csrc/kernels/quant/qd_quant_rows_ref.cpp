@@ -19,6 +19,16 @@ float load(const QuantRowsArgs& a, int64_t r, int64_t i) {
 
 }  // namespace
 
+void row_params(const QuantRowsArgs& a, float mx, float mn, float amax, float* scale, float* offset) {
+  if (a.asymmetric) {
+    *scale = (mx - mn) / (a.dst_max - a.dst_min);
+    *offset = *scale == 0.0f ? 0.0f : a.dst_max - mx / *scale;
+  } else {
+    *scale = amax * (1.0f / a.dst_max);
+    *offset = 0.0f;
+  }
+}
+
 void quant_rows_ref(const QuantRowsArgs& a, int64_t row_begin, int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     float mx = -INFINITY, mn = INFINITY, amax = 0.0f;
@@ -29,13 +39,8 @@ void quant_rows_ref(const QuantRowsArgs& a, int64_t row_begin, int64_t row_end) 
       mn = std::min(mn, v);
       amax = std::max(amax, std::fabs(v));
     }
-    float scale, offset = 0.0f;
-    if (a.asymmetric) {
-      scale = (mx - mn) / (a.dst_max - a.dst_min);
-      offset = scale == 0.0f ? 0.0f : a.dst_max - mx / scale;
-    } else {
-      scale = amax * (1.0f / a.dst_max);
-    }
+    float scale, offset;
+    row_params(a, mx, mn, amax, &scale, &offset);
     for (int64_t i = 0; i < a.h; ++i) {
       float v = 0.0f;
       if (scale != 0.0f) {
