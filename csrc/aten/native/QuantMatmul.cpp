@@ -12,6 +12,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/ScalarType.h>
 
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -502,9 +503,10 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
     return out;
   }
 
-  std::vector<uint8_t> a_u8(static_cast<size_t>(batches * m * lda));
+  std::unique_ptr<uint8_t[]> a_u8_buf(new uint8_t[static_cast<size_t>(batches * m * lda)]);  // no zero fill
+  uint8_t* const a_u8_data = a_u8_buf.get();
   at::parallel_for(0, batches * m, 64, [&](int64_t r0, int64_t r1) {
-    k::pack_a_u8(a_src + r0 * kk, r1 - r0, kk, kk, a_u8.data() + r0 * lda, lda);
+    k::pack_a_u8(a_src + r0 * kk, r1 - r0, kk, kk, a_u8_data + r0 * lda, lda);
   });
 
   std::vector<PackedB> packed(b_shared ? 1 : static_cast<size_t>(batches));
@@ -542,7 +544,7 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
       args.m = rows;
       args.n = n;
       args.k = kk;
-      args.a = a_u8.data() + g * m * lda;
+      args.a = a_u8_data + g * m * lda;
       args.lda = lda;
       const PackedB& pb = packed[b_shared ? 0 : static_cast<size_t>(g)];
       args.b = pb.data;
@@ -553,7 +555,16 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
       if (!bias_i.empty()) args.ep.bias_i32 = bias_i.data() + (bias_per_batch ? g * n : 0);
       if (!bias_f.empty()) args.ep.bias_f = bias_f.data() + (bias_per_batch ? g * n : 0);
       if (has_pertoken) args.ep.pertoken = pertoken_rows.empty() ? pertoken_f.data() : pertoken_rows.data();
-      k::qgemm_panels(isa, args, p0, p1);
+      // Row blocks of A that stay in L2 (~512 KiB) while the chunk's panels stream by.
+      const int64_t block = std::max<int64_t>(k::kRowBlockBytes / lda / 16 * 16, 16);
+      for (int64_t r0 = 0; r0 < rows; r0 += block) {
+        k::QGemmArgs part = args;
+        part.m = std::min(block, rows - r0);
+        part.a = args.a + r0 * lda;
+        part.c = static_cast<char*>(args.c) + r0 * n * elem;
+        if (part.ep.pertoken) part.ep.pertoken += r0;
+        k::qgemm_panels(isa, part, p0, p1);
+      }
       t += p1 - p0;
     }
   });

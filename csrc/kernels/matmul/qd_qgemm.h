@@ -26,6 +26,8 @@ namespace qdev::kernels {
 constexpr int64_t kNzRows = 16;   // k rows per fractal
 constexpr int64_t kNzCols = 32;   // n columns per fractal (C0 of int8)
 constexpr int64_t kNzFractalBytes = kNzRows * kNzCols;
+// Callers feed qgemm_panels row blocks of about this many A bytes (L2-resident).
+constexpr int64_t kRowBlockBytes = int64_t{512} << 10;
 
 // Bytes of the packed B for a k x n matrix (= torch_npu's FRACTAL_NZ size for int8).
 static inline int64_t nz_packed_bytes(int64_t k, int64_t n) {
