@@ -556,7 +556,8 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
       if (!bias_f.empty()) args.ep.bias_f = bias_f.data() + (bias_per_batch ? g * n : 0);
       if (has_pertoken) args.ep.pertoken = pertoken_rows.empty() ? pertoken_f.data() : pertoken_rows.data();
       // Row blocks of A that stay in L2 (~512 KiB) while the chunk's panels stream by.
-      const int64_t block = std::max<int64_t>(k::kRowBlockBytes / lda / 16 * 16, 16);
+      const int64_t block =
+          lda == 0 ? std::max<int64_t>(rows, 1) : std::max<int64_t>(k::kRowBlockBytes / lda / 16 * 16, 16);
       for (int64_t r0 = 0; r0 < rows; r0 += block) {
         k::QGemmArgs part = args;
         part.m = std::min(block, rows - r0);
