@@ -165,3 +165,18 @@ def test_gradient_is_identity():
 def test_opcheck_format_cast():
     torch.library.opcheck(torch.ops.qdev.npu_format_cast.default, (torch.rand(16, 32).qdev(), 29),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def test_raw_storage_writes_refresh_the_weight_cache():
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randint(-128, 128, (64, 32), dtype=torch.int8, generator=gen)
+    nz = torch_qdev.npu_format_cast(w.qdev(), 29)
+    x = torch.randint(-128, 128, (3, 64), dtype=torch.int8, generator=gen).qdev()
+    one = torch.ones(1).qdev()
+    torch_qdev.npu_quant_matmul(x, nz, one, output_dtype=torch.int32)  # fills the column-sum cache
+    w2 = torch.randint(-128, 128, (64, 32), dtype=torch.int8, generator=gen)
+    raw = torch_qdev.npu_format_cast(w2.qdev(), 29).untyped_storage()
+    nz.untyped_storage().copy_(raw)  # raw bytes, bypassing the logical view
+    assert torch.equal(nz.cpu(), w2)
+    got = torch_qdev.npu_quant_matmul(x, nz, one, output_dtype=torch.int32)
+    assert torch.equal(got.cpu(), x.cpu().int() @ w2.int())

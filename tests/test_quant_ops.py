@@ -412,3 +412,18 @@ def test_a4w4_per_group():
     with pytest.raises(RuntimeError, match="A4W4 per-group scale must be float32 of shape"):
         torch_qdev.npu_quant_matmul(ref.pack_int4(a), ref.pack_int4(w), scale[:1], offset=offset[:1],
                                     pertoken_scale=pertoken, output_dtype=torch.bfloat16)
+
+
+def test_strided_x1_and_second_device():
+    gen = torch.Generator().manual_seed(12)
+    x1 = rand_i8(40, 6, gen=gen).t()  # (6, 40), non-contiguous
+    x2 = rand_i8(40, 24, gen=gen)
+    scale = torch.rand(24, generator=gen) * 0.01
+    expected = ref.quant_matmul(x1.contiguous(), x2, scale, output_dtype=torch.bfloat16)
+    with torch.qdev.device(1):
+        got = torch_qdev.npu_quant_matmul(x1.to("qdev:1"), x2.to("qdev:1"), scale.to("qdev:1"),
+                                          output_dtype=torch.bfloat16)
+    assert got.device == torch.device("qdev:1") and torch.equal(got.cpu(), expected)
+    got0 = torch_qdev.npu_quant_matmul(x1.qdev(), torch_qdev.npu_format_cast(x2.to("qdev:1"), 29).to("qdev:0"),
+                                       scale.qdev(), output_dtype=torch.bfloat16)
+    assert torch.equal(got0.cpu(), expected)

@@ -62,7 +62,11 @@ at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blo
   at::Tensor dst_base;
   at::Tensor dst_view = logical_host_view(dst, &dst_base);
   dst_view.copy_(src_view);
-  if (dst_base.defined()) store_nd_base(dst, dst_base);
+  if (dst_base.defined()) {
+    store_nd_base(dst, dst_base);
+  } else {
+    invalidate_derived_caches(dst);  // e.g. a raw byte copy into a packed weight
+  }
   return dst;
 }
 

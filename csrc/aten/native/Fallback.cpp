@@ -98,7 +98,10 @@ class FallbackCall {
       op_.callBoxed(stack);
     }
 
-    for (auto& w : writes_) sync_written(w.original, w.alias);
+    for (auto& w : writes_) {
+      sync_written(w.original, w.alias);
+      invalidate_derived_caches(w.original);
+    }
     for (auto& w : internal_writes_) store_nd_base(w.original, w.alias);
     const size_t num_returns = schema_.returns().size();
     for (auto it = stack->end() - num_returns; it != stack->end(); ++it) *it = map_return(*it);

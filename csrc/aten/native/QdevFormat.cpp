@@ -152,6 +152,13 @@ void store_nd_base(const at::Tensor& t, const at::Tensor& nd_base) {
   impl->invalidate_cache();
 }
 
+void invalidate_derived_caches(const at::Tensor& t) {
+  if (!t.defined() || !is_qdev(t) || !t.has_storage()) return;
+  if (QdevStorageImpl* impl = qdev_storage_impl(t.storage())) {
+    if (format::is_nz(impl->format)) impl->invalidate_cache();
+  }
+}
+
 bool x2_is_nz(const at::Tensor& x2) {
   if (!is_internal_format(x2) || x2.scalar_type() != at::kChar || x2.dim() != 2) return false;
   const QdevStorageImpl* impl = qdev_storage_impl(x2.storage());

@@ -34,6 +34,10 @@ at::Tensor logical_host_view(const at::Tensor& t, at::Tensor* nd_base = nullptr)
 // Packs an ND copy (from logical_host_view) back into t's internal-format storage.
 void store_nd_base(const at::Tensor& t, const at::Tensor& nd_base);
 
+// Drops data derived from t's storage bytes (cached GEMM column sums); called
+// by every path that writes qdev memory outside the logical-value views.
+void invalidate_derived_caches(const at::Tensor& t);
+
 // int8 FRACTAL_NZ (C0 32) 2-D weight spanning its whole storage: the GEMM's
 // packed operand as is. nz_weight_view also returns the cached column sums.
 bool x2_is_nz(const at::Tensor& x2);
