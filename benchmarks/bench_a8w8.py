@@ -14,6 +14,7 @@ against the measured read bandwidth. Prefill reports GOP/s against the 939 GOP/s
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import warnings
 
@@ -92,6 +93,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="4096x4096,4096x11008", help="KxN list")
     p.add_argument("--m", default="1,128,512")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds (medians)")
     args = p.parse_args()
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, qdev kernels "
           f"{torch_qdev._C._get_cpu_isa()} (supported: {', '.join(torch_qdev._C._supported_cpu_isas())})")
@@ -104,18 +106,31 @@ def main() -> int:
         for M in (int(v) for v in args.m.split(",")):
             copies = copies_for(K * N) if M == 1 else 1
             peers = build_peers(K, N, M, copies)
+            # Peers are measured in interleaved rounds and each keeps its median over the
+            # rounds: the host's memory bandwidth drifts within minutes, and interleaving
+            # exposes every peer to the same drift.
+            times = {name: [] for name in peers}
+            foreign_max = {name: 0.0 for name in peers}
+            bws = []
+            for _ in range(args.rounds):
+                if M == 1:
+                    bws.append(max(read_bandwidth()))
+                for name, (run, _) in peers.items():
+                    t, foreign = measure(run, copies, target_s=0.2)
+                    times[name].append(t)
+                    foreign_max[name] = max(foreign_max[name], foreign)
             rows = []
             for name, (run, ref) in peers.items():
-                t, foreign = measure(run, copies)
                 err = ""
                 if ref is not None:
                     y = run(0).float().cpu()
                     err = f"{((y - ref).norm() / ref.norm()).item() * 100:.1f}%"
-                rows.append((name, t, foreign, err))
+                rows.append((name, statistics.median(times[name]), foreign_max[name], err))
             base = rows[0][1]
-            if M == 1:  # the host's DRAM bandwidth drifts: measure it next to the decode rows
-                bw = max(read_bandwidth())
-            title = f"K={K} N={N} M={M}" + (f" (cold: {copies} weight copies; read BW now {bw:.1f} GB/s)"
+            if M == 1:
+                bw = statistics.median(bws)
+            title = f"K={K} N={N} M={M}" + (f" (cold: {copies} weight copies; read BW over the rounds "
+                                              f"{min(bws):.0f}-{max(bws):.0f}, median {bw:.1f} GB/s)"
                                               if M == 1 else "")
             print(f"### {title}")
             unit = "weight GB/s (% of read BW)" if M == 1 else "GOP/s (% of int8 peak)"

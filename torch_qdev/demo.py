@@ -60,6 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     b = torch.rand(3, device="qdev")
     print(f"qdev RNG reproducible after manual_seed: {torch.equal(a, b)}")
 
+    # A8W8: the same first layer as an int8 layer (torch_npu's LinearQuant API), weights pre-packed.
+    from torch_qdev.contrib import use_internal_format_weight
+    from torch_qdev.contrib.module import LinearQuant
+
+    lin = model[0]
+    x_scale = xq.abs().max().item() / 127
+    qlin = LinearQuant.from_float(lin, input_scale=x_scale, output_dtype=torch.bfloat16).qdev()
+    use_internal_format_weight(qlin)
+    yq = qlin(qlin.quantize_input(xq)).float()
+    y1 = lin(xq)
+    rel = ((yq - y1).norm() / y1.norm()).item()
+    print(f"A8W8 LinearQuant ({torch_qdev.get_npu_format(qlin.weight).name} int8 weight, "
+          f"{torch_qdev._C._get_cpu_isa()} kernels): relative error vs fp32 {rel * 100:.2f}%")
+
     if args.compile:
         t0 = time.perf_counter()
         compiled = torch.compile(model)
