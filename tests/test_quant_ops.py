@@ -129,9 +129,12 @@ def test_quant_matmul_close_to_float_math():
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("m,k,n", [(1, 16, 32), (1, 7, 5), (8, 64, 64), (9, 33, 31), (17, 200, 100)])
 @pytest.mark.parametrize("out", [torch.int32, torch.int8, torch.float16, torch.bfloat16])
-def test_every_isa_matches_reference(isa, m, k, n, out):
+@pytest.mark.parametrize("w_min", [-128, -127], ids=["full-range-w", "symmetric-w"])
+def test_every_isa_matches_reference(isa, m, k, n, out, w_min):
+    """symmetric-w (no -128 in the weight) takes AVX2's sign-trick path; -128 keeps the int16 path."""
     gen = torch.Generator().manual_seed(m * 1000 + k * 10 + n)
-    x1, x2 = rand_i8(m, k, gen=gen), rand_i8(k, n, gen=gen)
+    x1 = rand_i8(m, k, gen=gen)
+    x2 = torch.randint(w_min, 128, (k, n), dtype=torch.int8, generator=gen)
     scale = torch.rand(n, generator=gen) * 0.01
     kw = dict(output_dtype=out)
     if out == torch.bfloat16:

@@ -32,6 +32,7 @@ struct QDEV_EXPORT QdevStorageImpl final : public c10::StorageImpl {
   // computed on first use and dropped whenever the bytes are rewritten.
   std::mutex cache_mu;
   std::vector<int32_t> colsum;
+  bool has_min = true;  // whether the int8 weight holds -128
   bool colsum_valid = false;
 
   void invalidate_cache() {

@@ -167,16 +167,18 @@ bool x2_is_nz(const at::Tensor& x2) {
 }
 
 void nz_weight_view(const at::Tensor& x2, int64_t kk, int64_t n, const int8_t*& data,
-                    const int32_t*& colsum) {
+                    const int32_t*& colsum, bool& has_min) {
   QdevStorageImpl* impl = qdev_storage_impl(x2.storage());
   data = static_cast<const int8_t*>(impl->data());
   std::lock_guard<std::mutex> lock(impl->cache_mu);
   if (!impl->colsum_valid) {
     impl->colsum.assign(static_cast<size_t>(k::round_up(n, k::kNzCols)), 0);
     k::colsum_b_nz(data, kk, n, impl->colsum.data(), 0, n);
+    impl->has_min = k::has_int8_min(data, k::nz_packed_bytes(kk, n));
     impl->colsum_valid = true;
   }
   colsum = impl->colsum.data();
+  has_min = impl->has_min;
 }
 
 int64_t get_npu_format(const at::Tensor& self) {

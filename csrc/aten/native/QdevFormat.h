@@ -42,7 +42,7 @@ void invalidate_derived_caches(const at::Tensor& t);
 // packed operand as is. nz_weight_view also returns the cached column sums.
 bool x2_is_nz(const at::Tensor& x2);
 void nz_weight_view(const at::Tensor& x2, int64_t k, int64_t n, const int8_t*& data,
-                    const int32_t*& colsum);
+                    const int32_t*& colsum, bool& has_min);
 
 // Ops.
 int64_t get_npu_format(const at::Tensor& self);

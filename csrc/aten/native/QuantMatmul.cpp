@@ -319,6 +319,7 @@ std::vector<int32_t> to_int_vector(const at::Tensor& t) {
 struct PackedB {
   const int8_t* data = nullptr;
   const int32_t* colsum = nullptr;
+  bool has_min = true;
   std::vector<int8_t> own_data;
   std::vector<int32_t> own_colsum;
 };
@@ -335,6 +336,7 @@ void pack_b(const at::Tensor& b /* (k, n) int8, any strides, host */, int64_t k,
   });
   out.data = out.own_data.data();
   out.colsum = out.own_colsum.data();
+  out.has_min = k::has_int8_min(out.data, static_cast<int64_t>(out.own_data.size()));
 }
 
 }  // namespace
@@ -514,7 +516,7 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
   if (!b_shared) b_all = b8.expand(b_shape).reshape({batches, kk, n});
   for (int64_t b = 0; b < static_cast<int64_t>(packed.size()); ++b) {
     if (b_shared && !b8.defined()) {
-      nz_weight_view(x2, kk, n, packed[0].data, packed[0].colsum);
+      nz_weight_view(x2, kk, n, packed[0].data, packed[0].colsum, packed[0].has_min);
     } else {
       const at::Tensor bb = b_shared ? b8.reshape({kk, n}) : b_all.select(0, b);
       pack_b(bb, kk, n, packed[static_cast<size_t>(b)]);
@@ -549,6 +551,7 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
       const PackedB& pb = packed[b_shared ? 0 : static_cast<size_t>(g)];
       args.b = pb.data;
       args.b_colsum = pb.colsum;
+      args.b_has_min = pb.has_min;
       args.c = out_base + g * m * n * elem;
       args.ldc = n;
       args.ep = ep;

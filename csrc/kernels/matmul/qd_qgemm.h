@@ -66,6 +66,7 @@ struct QGemmArgs {
   int64_t lda = 0;
   const int8_t* b = nullptr;        // NZ-VNNI packed
   const int32_t* b_colsum = nullptr;  // per column, sum over k of B
+  bool b_has_min = true;  // B may hold -128 (false enables AVX2's faster sign-trick path)
   void* c = nullptr;                // output, row stride ldc elements
   int64_t ldc = 0;
   QGemmEpilogue ep;
@@ -101,6 +102,8 @@ void unpack_b_nz_ref(const int8_t* packed, int64_t k, int64_t n, int8_t* b, int6
 // Column sums of a packed B, for columns [n_begin, n_end).
 void colsum_b_nz(const int8_t* packed, int64_t k, int64_t n, int32_t* colsum, int64_t n_begin,
                  int64_t n_end);
+// Whether any of the n bytes equals -128.
+bool has_int8_min(const int8_t* data, int64_t n);
 // Rows of A (int8, row stride lda_in) -> u8 (a + 128), padded with 128 to ld_out bytes.
 void pack_a_u8(const int8_t* a, int64_t m, int64_t k, int64_t lda_in, uint8_t* out, int64_t ld_out);
 

@@ -57,6 +57,13 @@ void colsum_b_nz(const int8_t* packed, int64_t k, int64_t n, int32_t* colsum, in
   }
 }
 
+bool has_int8_min(const int8_t* data, int64_t n) {
+  // Branch-free OR so the compiler vectorizes it.
+  uint8_t found = 0;
+  for (int64_t i = 0; i < n; ++i) found |= static_cast<uint8_t>(data[i] == -128);
+  return found != 0;
+}
+
 void pack_a_u8(const int8_t* a, int64_t m, int64_t k, int64_t lda_in, uint8_t* out,
                int64_t ld_out) {
   for (int64_t r = 0; r < m; ++r) {

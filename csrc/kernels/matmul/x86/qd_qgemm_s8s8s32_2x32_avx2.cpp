@@ -20,6 +20,7 @@ namespace qdev::kernels {
 namespace {
 
 constexpr int kMr = 2;
+constexpr int kMrSign = 2;
 
 inline int64_t load_i64(const uint8_t* p) {
   int64_t v;
@@ -72,6 +73,44 @@ void tile_dot(const QGemmArgs& args, const uint8_t* a, const int8_t* panel, cons
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(colsum + q * 8)), 7);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + r * kNzCols + q * 8),
                           _mm256_sub_epi32(sums, corr));
+    }
+  }
+}
+
+// The fast path when B holds no -128: vpmaddubsw(|a|, sign(b, a)) multiplies
+// exactly (|a| <= 128, |b| <= 127, so a pair sum stays within int16), and
+// A's sign moves onto B instead of the +128 shift, so no column-sum correction.
+// One 32-byte slice of a fractal row is 8 columns x 4 k: after vpmaddwd with
+// ones, lane n holds the 4-k dot product of column n, in column order.
+template <int MR>
+void tile_dot_sign(const QGemmArgs& args, const uint8_t* a, const int8_t* panel, int32_t* tile) {
+  const int64_t k_blocks = (args.k + kNzRows - 1) / kNzRows;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  __m256i acc[MR][4];
+  for (int r = 0; r < MR; ++r) {
+    for (int q = 0; q < 4; ++q) acc[r][q] = _mm256_setzero_si256();
+  }
+  for (int64_t t = 0; t < k_blocks * 4; ++t) {
+    const int8_t* row = panel + t * 128;
+    const __m256i b[4] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row)),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 32)),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 64)),
+                          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 96))};
+    for (int r = 0; r < MR; ++r) {
+      int32_t v;
+      std::memcpy(&v, a + r * args.lda + t * 4, 4);
+      const __m256i as = _mm256_xor_si256(_mm256_set1_epi32(v), flip);  // back to signed a
+      const __m256i aa = _mm256_abs_epi8(as);
+      for (int q = 0; q < 4; ++q) {
+        const __m256i prod = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(b[q], as));
+        acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(prod, ones));
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (int q = 0; q < 4; ++q) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(tile + r * kNzCols + q * 8), acc[r][q]);
     }
   }
 }
@@ -138,7 +177,7 @@ void epilogue(const QGemmArgs& args, const int32_t* tile, int64_t r0, int rows, 
 }  // namespace
 
 void qgemm_panels_avx2(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end) {
-  alignas(32) int32_t tile[kMr * kNzCols];
+  alignas(32) int32_t tile[(kMr > kMrSign ? kMr : kMrSign) * kNzCols];
   alignas(32) int32_t colsum[kNzCols];
   const int64_t k_blocks = (args.k + kNzRows - 1) / kNzRows;
   for (int64_t p = panel_begin; p < panel_end; ++p) {
@@ -148,6 +187,17 @@ void qgemm_panels_avx2(const QGemmArgs& args, int64_t panel_begin, int64_t panel
     std::memset(colsum, 0, sizeof(colsum));
     std::memcpy(colsum, args.b_colsum + c0, static_cast<size_t>(cols) * sizeof(int32_t));
     int64_t r0 = 0;
+    if (!args.b_has_min) {
+      for (; r0 + kMrSign <= args.m; r0 += kMrSign) {
+        tile_dot_sign<kMrSign>(args, args.a + r0 * args.lda, panel, tile);
+        epilogue(args, tile, r0, kMrSign, c0, cols);
+      }
+      for (; r0 < args.m; ++r0) {
+        tile_dot_sign<1>(args, args.a + r0 * args.lda, panel, tile);
+        epilogue(args, tile, r0, 1, c0, cols);
+      }
+      continue;
+    }
     for (; r0 + kMr <= args.m; r0 += kMr) {
       tile_dot<kMr>(args, args.a + r0 * args.lda, panel, colsum, tile);
       epilogue(args, tile, r0, kMr, c0, cols);
