@@ -37,6 +37,8 @@ from . import ops  # noqa: E402  (typed wrappers over torch.ops.qdev.*)
 from . import contrib  # noqa: E402
 from .ops import (  # noqa: E402
     Format,
+    dyn_quant_matmul_4bit,
+    dyn_quant_pack_4bit_weight,
     get_npu_format,
     get_storage_size,
     npu_dynamic_quant,
@@ -47,7 +49,7 @@ from .ops import (  # noqa: E402
     npu_trans_quant_param,
 )
 
-__all__ = ["__version__", "Format", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
+__all__ = ["__version__", "Format", "dyn_quant_matmul_4bit", "dyn_quant_pack_4bit_weight", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
            "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_", "npu_quant_matmul",
            "npu_trans_quant_param"]
 

@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 __all__ = [
-    "Format", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
+    "dyn_quant_matmul_4bit", "dyn_quant_pack_4bit_weight", "Format", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
     "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_", "npu_quant_matmul",
     "npu_trans_quant_param",
 ]
@@ -261,3 +261,49 @@ def _format_cast_inplace_fake(self, acl_format, *, customize_dtype=None, input_d
 @torch.library.register_fake("qdev::npu_format_cast_")
 def _format_cast_inplace_tensor_fake(self, src, *, customize_dtype=None, input_dtype=None):
     return self
+
+
+# --------------------------------------------------------------------------
+# W4A8 dynamic: torch.ops.qdev.dyn_quant_pack_4bit_weight / dyn_quant_matmul_4bit
+
+
+def _align64(v: int) -> int:
+    return (v + 63) // 64 * 64
+
+
+def w4_packed_bytes(in_features: int, out_features: int, block_size: int, has_bias: bool) -> int:
+    """Size of a torch_qdev packed 4-bit weight (mirrors kernels/pack/qd_rhs_pack_w4_ref.cpp)."""
+    k_pad = (in_features + 15) // 16 * 16
+    n_pad = (out_features + 31) // 32 * 32
+    groups = 1 if block_size == in_features else in_features // block_size
+    off_scales = _align64(128 + n_pad * k_pad // 2)
+    off_colsum = _align64(off_scales + groups * n_pad * 4)
+    off_bias = _align64(off_colsum + groups * n_pad * 4)
+    return _align64(off_bias + (n_pad * 4 if has_bias else 0))
+
+
+@torch.library.register_fake("qdev::dyn_quant_pack_4bit_weight")
+def _dyn_quant_pack_fake(weights, scales_zeros, bias, block_size, in_features, out_features):
+    return weights.new_empty((w4_packed_bytes(in_features, out_features, block_size, bias is not None),),
+                             dtype=torch.uint8)
+
+
+@torch.library.register_fake("qdev::dyn_quant_matmul_4bit")
+def _dyn_quant_matmul_fake(inp, packed_weights, block_size, in_features, out_features):
+    torch._check(inp.size(-1) == in_features,
+                 lambda: f"dyn_quant_matmul_4bit: the input has {inp.size(-1)} features but in_features is {in_features}")
+    return inp.new_empty((*inp.shape[:-1], out_features))
+
+
+def dyn_quant_pack_4bit_weight(weights: torch.Tensor, scales_zeros: torch.Tensor, bias: Optional[torch.Tensor],
+                               block_size: int, in_features: int, out_features: int) -> torch.Tensor:
+    """Packs symmetric int4 weights (torch's uint8 (N, K/2) layout, nibble = q + 8) and their
+    scales into torch_qdev's self-describing buffer; works for CPU and qdev tensors."""
+    return torch.ops.qdev.dyn_quant_pack_4bit_weight(weights, scales_zeros, bias, block_size, in_features,
+                                                     out_features)
+
+
+def dyn_quant_matmul_4bit(inp: torch.Tensor, packed_weights: torch.Tensor, block_size: int, in_features: int,
+                          out_features: int) -> torch.Tensor:
+    """``inp @ W^T (+ bias)`` with per-row int8 dynamic activations (aten::_dyn_quant_matmul_4bit numerics)."""
+    return torch.ops.qdev.dyn_quant_matmul_4bit(inp, packed_weights, block_size, in_features, out_features)

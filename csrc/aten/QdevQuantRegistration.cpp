@@ -54,6 +54,10 @@ TORCH_LIBRARY(qdev, m) {
         "int? input_dtype=None) -> Tensor(a!)");
   m.def("get_npu_format(Tensor self) -> int");
   m.def("get_storage_size(Tensor self) -> int");
+  m.def("dyn_quant_pack_4bit_weight(Tensor weights, Tensor scales_zeros, Tensor? bias, int block_size, "
+        "int in_features, int out_features) -> Tensor");
+  m.def("dyn_quant_matmul_4bit(Tensor inp, Tensor packed_weights, int block_size, int in_features, "
+        "int out_features) -> Tensor");
 }
 
 // qdev tensors and plain CPU tensors run the same kernels (qdev memory is host
@@ -70,10 +74,19 @@ void register_kernels(torch::Library& m) {
   m.impl("npu_format_cast_", native::npu_format_cast_inplace_tensor);
   m.impl("get_npu_format", native::get_npu_format);
   m.impl("get_storage_size", native::get_storage_size);
+  m.impl("dyn_quant_pack_4bit_weight", native::dyn_quant_pack_4bit_weight);
+  m.impl("dyn_quant_matmul_4bit", native::dyn_quant_matmul_4bit);
 }
 
 TORCH_LIBRARY_IMPL(qdev, PrivateUse1, m) { register_kernels(m); }
 TORCH_LIBRARY_IMPL(qdev, CPU, m) { register_kernels(m); }
+
+// PyTorch's own dynamic 4-bit pair, for qdev tensors (code written for the
+// KleidiAI path runs unchanged on qdev).
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("_dyn_quant_pack_4bit_weight", native::aten_dyn_quant_pack_4bit_weight);
+  m.impl("_dyn_quant_matmul_4bit", native::dyn_quant_matmul_4bit);
+}
 
 // Fake (meta) kernels are Python (torch_qdev/ops.py): they must handle
 // symbolic sizes under torch.compile's dynamic shapes.

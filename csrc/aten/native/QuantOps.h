@@ -35,6 +35,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_dynamic_quant_asymmetric(
     const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
     c10::string_view quant_mode, double dst_type_max);
 
+// W4A8 dynamic (aten::_dyn_quant_* semantics); the aten pack returns a float32 container.
+at::Tensor dyn_quant_pack_4bit_weight(const at::Tensor& weights, const at::Tensor& scales_zeros,
+                                      const std::optional<at::Tensor>& bias, int64_t block_size,
+                                      int64_t in_features, int64_t out_features);
+at::Tensor aten_dyn_quant_pack_4bit_weight(const at::Tensor& weights, const at::Tensor& scales_zeros,
+                                           const std::optional<at::Tensor>& bias, int64_t block_size,
+                                           int64_t in_features, int64_t out_features);
+at::Tensor dyn_quant_matmul_4bit(const at::Tensor& inp, const at::Tensor& packed_weights, int64_t block_size,
+                                 int64_t in_features, int64_t out_features);
+
 // Kernel-variant control, for tests and benchmarks (QDEV_CPU_ISA sets the start value).
 QDEV_EXPORT std::string cpu_isa();
 QDEV_EXPORT bool set_cpu_isa(const std::string& name);

@@ -1,0 +1,88 @@
+// W4A8 dynamic matmul (the semantics of aten::_dyn_quant_matmul_4bit):
+//   activations: per-row asymmetric int8 ("qai8dx": scale, nudged zero point)
+//   weights:     symmetric int4 per group of k (or per channel), scales fp32/bf16
+//   y[m, n] = ((sum_g float(iacc_g) * s[g, n]) * recip[m]) + bias[n]
+//   iacc_g   = sum_{k in g} (q[m, k] - zp[m]) * w[k, n]       (exact int32)
+//
+// Packed weight buffer (self-describing, "QDW4" v1), 64-byte aligned sections:
+//   header | nibbles (NZ4-VNNI, see qd_qgemm_s4.h: stored as w + 8, i.e. torch's
+//   own nibbles) | scales [G][N_pad] fp32 (exact copies of torch's bf16/fp32 scales) |
+//   column sums [G][N_pad] (int16 groupwise, int32 channelwise; sum of w in the
+//   group, for the zero-point term) | bias [N_pad] fp32 (optional).
+#pragma once
+
+#include <cstdint>
+
+#include "../common/qd_cpu_features.h"
+
+namespace qdev::kernels {
+
+constexpr uint32_t kW4Magic = 0x34574451;  // "QDW4"
+constexpr uint32_t kW4Version = 1;
+constexpr uint32_t kW4FamilyNz4Vnni = 1;
+
+struct W4Header {
+  uint32_t magic;
+  uint32_t version;
+  int64_t k, n, group;  // group == k: channelwise
+  uint32_t family;
+  uint32_t flags;       // bit 0: bias present
+  int64_t off_weights, off_scales, off_colsum, off_bias, total_bytes;
+};
+constexpr int64_t kW4HeaderBytes = 128;
+static_assert(sizeof(W4Header) <= kW4HeaderBytes, "the header fits its slot");
+
+struct W4Layout {
+  int64_t k, n, group, groups, n_pad, k_pad;
+  bool channelwise, has_bias;
+  int64_t off_weights, off_scales, off_colsum, off_bias, total_bytes;
+};
+
+// Sizes and offsets of a packed buffer.
+W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias);
+
+// Packs torch's format: weights uint8 (N, K/2) row-major, low nibble = even k,
+// nibble = q + 8; scales (N, K/group) n-major as fp32 (channelwise) or bf16 bits;
+// bias fp32 (N) or null. Columns [n_begin, n_end) (multiples of 32 but the end);
+// call w4_pack_header once.
+void w4_pack_header(const W4Layout& L, uint8_t* out);
+void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scales, bool scales_bf16,
+                     const float* bias, uint8_t* out, int64_t n_begin, int64_t n_end);
+// Whether the column sums are stored as int16 (else int32).
+bool w4_colsum16(const W4Layout& L);
+// Validates a buffer (magic, version, family, sizes); returns its layout or an error text.
+const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out);
+
+// Row quantization of activations (qai8dx): q rows of lda bytes (zero padded),
+// per-row recip and zero point, per-row per-group sums of q.
+struct Qai8dxArgs {
+  const void* x = nullptr;
+  bool x_bf16 = false;
+  int64_t k = 0, ldx = 0;
+  int8_t* q = nullptr;
+  int64_t ldq = 0;
+  float* recip = nullptr;
+  int32_t* zp = nullptr;
+  int32_t* rowsum = nullptr;  // [rows][groups]
+  int64_t group = 0, groups = 0;
+};
+void quant_rows_qai8dx(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
+
+struct W4A8Args {
+  int64_t m = 0;
+  const uint8_t* packed = nullptr;
+  W4Layout L;
+  const int8_t* q = nullptr;
+  int64_t ldq = 0;
+  const float* recip = nullptr;
+  const int32_t* zp = nullptr;
+  const int32_t* rowsum = nullptr;
+  void* out = nullptr;     // fp32, or bf16 bits (truncated, as torch's x86 path)
+  bool out_bf16 = false;
+  int64_t ldo = 0;
+};
+void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
+void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
+void w4a8_panels_avx512vnni(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
+
+}  // namespace qdev::kernels

@@ -1,0 +1,57 @@
+// Scalar reference of the W4A8 dynamic matmul (also the yardstick of the SIMD variants).
+#include <algorithm>
+
+#include "../../common/qd_common.h"
+#include "../qd_qgemm_s4.h"
+#include "../qd_w4a8.h"
+
+namespace qdev::kernels {
+
+void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_end) {
+  const W4Layout& L = args.L;
+  const int64_t k_blocks = L.k_pad / kNzRows;
+  const uint8_t* nib = args.packed + L.off_weights;
+  const float* scales = reinterpret_cast<const float*>(args.packed + L.off_scales);
+  const bool cs16 = w4_colsum16(L);
+  const float* bias = L.has_bias ? reinterpret_cast<const float*>(args.packed + L.off_bias) : nullptr;
+  for (int64_t p = panel_begin; p < panel_end; ++p) {
+    const uint8_t* panel = nib + p * k_blocks * kNz4FractalBytes;
+    for (int64_t jc = 0; jc < kNzCols && p * kNzCols + jc < L.n; ++jc) {
+      const int64_t j = p * kNzCols + jc;
+      for (int64_t r = 0; r < args.m; ++r) {
+        const int8_t* q = args.q + r * args.ldq;
+        float acc = 0.0f;
+        for (int64_t g = 0; g < L.groups; ++g) {
+          const int64_t k0 = L.channelwise ? 0 : g * L.group, k1 = L.channelwise ? L.k : k0 + L.group;
+          int32_t iacc = 0;
+          for (int64_t kk = k0; kk < k1; ++kk) {
+            const int64_t kr = kk % kNzRows;
+            const uint8_t byte = panel[(kk / kNzRows) * kNz4FractalBytes + (kr / 4) * 64 + (jc / 16) * 32 +
+                                       (jc % 16) * 2 + (kr % 4) / 2];
+            const int32_t w = ((kk % 2 == 0) ? (byte & 0xF) : (byte >> 4)) - 8;
+            iacc += (q[kk] - args.zp[r]) * w;
+          }
+          acc = acc + static_cast<float>(iacc) * scales[g * L.n_pad + j];
+        }
+        float y = acc * args.recip[r];
+        if (bias) y = y + bias[j];
+        if (args.out_bf16) {
+          static_cast<uint16_t*>(args.out)[r * args.ldo + j] = static_cast<uint16_t>(f32_bits(y) >> 16);
+        } else {
+          static_cast<float*>(args.out)[r * args.ldo + j] = y;
+        }
+      }
+    }
+  }
+  (void)cs16;
+}
+
+void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t panel_end) {
+#ifdef QD_HAVE_AVX512VNNI
+  if (isa == Isa::kAvx512Vnni) return w4a8_panels_avx512vnni(args, panel_begin, panel_end);
+#endif
+  (void)isa;
+  w4a8_panels_ref(args, panel_begin, panel_end);
+}
+
+}  // namespace qdev::kernels

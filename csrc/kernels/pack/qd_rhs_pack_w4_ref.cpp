@@ -1,0 +1,113 @@
+// Packing and validation of the self-describing W4A8 weight buffer.
+#include <algorithm>
+#include <cstring>
+
+#include "../common/qd_common.h"
+#include "../matmul/qd_qgemm_s4.h"
+#include "../matmul/qd_w4a8.h"
+
+namespace qdev::kernels {
+namespace {
+
+constexpr uint32_t kFlagBias = 1u, kFlagScalesBf16 = 2u, kFlagColsum16 = 4u;
+
+int64_t align64(int64_t v) { return (v + 63) / 64 * 64; }
+
+bool colsum16(const W4Layout& L) { return !L.channelwise && L.group * 8 < 32768; }
+
+}  // namespace
+
+W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias) {
+  W4Layout L;
+  L.k = k;
+  L.n = n;
+  L.group = group;
+  L.channelwise = group == k;
+  L.groups = L.channelwise ? 1 : k / group;
+  L.n_pad = round_up(n, kNzCols);
+  L.k_pad = round_up(k, kNzRows);
+  L.has_bias = has_bias;
+  L.off_weights = kW4HeaderBytes;
+  L.off_scales = align64(L.off_weights + nz4_packed_bytes(L.k_pad, L.n_pad));
+  L.off_colsum = align64(L.off_scales + L.groups * L.n_pad * 4);  // room for fp32 scales
+  L.off_bias = align64(L.off_colsum + L.groups * L.n_pad * 4);
+  L.total_bytes = align64(L.off_bias + (has_bias ? L.n_pad * 4 : 0));
+  return L;
+}
+
+void w4_pack_header(const W4Layout& L, uint8_t* out) {
+  W4Header h{};
+  h.magic = kW4Magic;
+  h.version = kW4Version;
+  h.k = L.k;
+  h.n = L.n;
+  h.group = L.group;
+  h.family = kW4FamilyNz4Vnni;
+  h.flags = (L.has_bias ? kFlagBias : 0u) | (colsum16(L) ? kFlagColsum16 : 0u);
+  h.off_weights = L.off_weights;
+  h.off_scales = L.off_scales;
+  h.off_colsum = L.off_colsum;
+  h.off_bias = L.off_bias;
+  h.total_bytes = L.total_bytes;
+  std::memset(out, 0, kW4HeaderBytes);
+  std::memcpy(out, &h, sizeof(h));
+}
+
+void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scales, bool scales_bf16,
+                     const float* bias, uint8_t* out, int64_t n_begin, int64_t n_end) {
+  const int64_t k_blocks = L.k_pad / kNzRows;
+  const int64_t row_bytes = L.k / 2;
+  uint8_t* nib = out + L.off_weights;
+  float* sc = reinterpret_cast<float*>(out + L.off_scales);
+  for (int64_t p = n_begin / kNzCols; p * kNzCols < n_end; ++p) {
+    uint8_t* panel = nib + p * k_blocks * kNz4FractalBytes;
+    std::memset(panel, 0x88, static_cast<size_t>(k_blocks * kNz4FractalBytes));  // w = 0 padding
+    for (int64_t jc = 0; jc < kNzCols; ++jc) {
+      const int64_t j = p * kNzCols + jc;
+      for (int64_t g = 0; g < L.groups; ++g) {
+        float s = 0.0f;
+        int32_t sum = 0;
+        if (j < L.n) {
+          const int64_t at = j * L.groups + g;
+          s = scales_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(scales)[at])
+                          : static_cast<const float*>(scales)[at];
+          const int64_t k0 = L.channelwise ? 0 : g * L.group, k1 = L.channelwise ? L.k : k0 + L.group;
+          for (int64_t kk = k0; kk < k1; kk += 2) {
+            const uint8_t byte = weights[j * row_bytes + kk / 2];
+            sum += (byte & 0xF) + (byte >> 4) - 16;
+            const int64_t kr = kk % kNzRows;
+            panel[(kk / kNzRows) * kNz4FractalBytes + (kr / 4) * 64 + (jc / 16) * 32 + (jc % 16) * 2 +
+                  (kr % 4) / 2] = byte;  // torch's byte: even k low, odd k high, both + 8
+          }
+        }
+        sc[g * L.n_pad + j] = s;
+        if (colsum16(L)) {
+          reinterpret_cast<int16_t*>(out + L.off_colsum)[g * L.n_pad + j] = static_cast<int16_t>(sum);
+        } else {
+          reinterpret_cast<int32_t*>(out + L.off_colsum)[g * L.n_pad + j] = sum;
+        }
+      }
+      if (L.has_bias) reinterpret_cast<float*>(out + L.off_bias)[j] = j < L.n ? bias[j] : 0.0f;
+    }
+  }
+}
+
+const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out) {
+  if (nbytes < kW4HeaderBytes) return "the buffer is shorter than the header";
+  W4Header h;
+  std::memcpy(&h, data, sizeof(h));
+  if (h.magic != kW4Magic) return "bad magic: not a 4-bit weight packed by torch_qdev";
+  if (h.version != kW4Version) return "unsupported packed-weight format version";
+  if (h.family != kW4FamilyNz4Vnni) return "unknown packed-weight kernel family";
+  if (h.k <= 0 || h.n <= 0 || h.group <= 0 || (h.group != h.k && h.k % h.group != 0)) {
+    return "corrupt header (sizes)";
+  }
+  *out = w4_layout(h.k, h.n, h.group, (h.flags & kFlagBias) != 0);
+  if (out->total_bytes != h.total_bytes || out->off_scales != h.off_scales) return "corrupt header (layout)";
+  if (nbytes < h.total_bytes) return "the buffer is truncated";
+  return nullptr;
+}
+
+bool w4_colsum16(const W4Layout& L) { return colsum16(L); }
+
+}  // namespace qdev::kernels
