@@ -5,8 +5,7 @@
 //   iacc_g   = sum_{k in g} (q[m, k] - zp[m]) * w[k, n]       (exact int32)
 //
 // Packed weight buffer (self-describing, "QDW4" v1), 64-byte aligned sections:
-//   header | nibbles (NZ4-VNNI, see qd_qgemm_s4.h: stored as w + 8, i.e. torch's
-//   own nibbles) | scales [G][N_pad] fp32 (exact copies of torch's bf16/fp32 scales) |
+//   header | nibbles | scales [G][N_pad] fp32 (exact copies of torch's bf16/fp32 scales) |
 //   column sums [G][N_pad] (int16 groupwise, int32 channelwise; sum of w in the
 //   group, for the zero-point term) | bias [N_pad] fp32 (optional).
 #pragma once
@@ -17,8 +16,20 @@
 
 namespace qdev::kernels {
 
+// Nibble layout ("W4-VNNI2"): per 32-column panel, per 8 k, 128 bytes ordered
+// [n-half 2][n 16][k 4]; the low nibble holds k = 8t + k, the high nibble
+// k = 8t + 4 + k, both as w + 8. One AND gives a 16-column x 4-k vpdpbusd operand,
+// one shift and AND the next: no interleaving shuffles at run time.
+static inline int64_t w4_weight_offset(int64_t k, int64_t jc) {
+  return (k / 8) * 128 + (jc / 16) * 64 + (jc % 16) * 4 + k % 4;
+}
+
+// Bytes of one 32-column panel over the (16-padded) k.
+constexpr int64_t kW4PanelCols = 32;
+static inline int64_t w4_panel_bytes(int64_t k_pad) { return k_pad * 16; }
+
 constexpr uint32_t kW4Magic = 0x34574451;  // "QDW4"
-constexpr uint32_t kW4Version = 1;
+constexpr uint32_t kW4Version = 2;  // 2: W4-VNNI2 nibble layout
 constexpr uint32_t kW4FamilyNz4Vnni = 1;
 
 struct W4Header {

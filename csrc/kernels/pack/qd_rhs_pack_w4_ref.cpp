@@ -55,13 +55,12 @@ void w4_pack_header(const W4Layout& L, uint8_t* out) {
 
 void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scales, bool scales_bf16,
                      const float* bias, uint8_t* out, int64_t n_begin, int64_t n_end) {
-  const int64_t k_blocks = L.k_pad / kNzRows;
   const int64_t row_bytes = L.k / 2;
   uint8_t* nib = out + L.off_weights;
   float* sc = reinterpret_cast<float*>(out + L.off_scales);
   for (int64_t p = n_begin / kNzCols; p * kNzCols < n_end; ++p) {
-    uint8_t* panel = nib + p * k_blocks * kNz4FractalBytes;
-    std::memset(panel, 0x88, static_cast<size_t>(k_blocks * kNz4FractalBytes));  // w = 0 padding
+    uint8_t* panel = nib + p * w4_panel_bytes(L.k_pad);
+    std::memset(panel, 0x88, static_cast<size_t>(w4_panel_bytes(L.k_pad)));  // w = 0 padding
     for (int64_t jc = 0; jc < kNzCols; ++jc) {
       const int64_t j = p * kNzCols + jc;
       for (int64_t g = 0; g < L.groups; ++g) {
@@ -72,12 +71,12 @@ void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scal
           s = scales_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(scales)[at])
                           : static_cast<const float*>(scales)[at];
           const int64_t k0 = L.channelwise ? 0 : g * L.group, k1 = L.channelwise ? L.k : k0 + L.group;
-          for (int64_t kk = k0; kk < k1; kk += 2) {
+          for (int64_t kk = k0; kk < k1; ++kk) {
             const uint8_t byte = weights[j * row_bytes + kk / 2];
-            sum += (byte & 0xF) + (byte >> 4) - 16;
-            const int64_t kr = kk % kNzRows;
-            panel[(kk / kNzRows) * kNz4FractalBytes + (kr / 4) * 64 + (jc / 16) * 32 + (jc % 16) * 2 +
-                  (kr % 4) / 2] = byte;  // torch's byte: even k low, odd k high, both + 8
+            const uint8_t nib = (kk % 2 == 0) ? (byte & 0xF) : (byte >> 4);  // torch: w + 8, even k low
+            sum += nib - 8;
+            uint8_t& dst = panel[w4_weight_offset(kk, jc)];
+            dst = (kk % 8 < 4) ? static_cast<uint8_t>((dst & 0xF0) | nib) : static_cast<uint8_t>((dst & 0x0F) | (nib << 4));
           }
         }
         sc[g * L.n_pad + j] = s;

@@ -9,13 +9,12 @@ namespace qdev::kernels {
 
 void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_end) {
   const W4Layout& L = args.L;
-  const int64_t k_blocks = L.k_pad / kNzRows;
   const uint8_t* nib = args.packed + L.off_weights;
   const float* scales = reinterpret_cast<const float*>(args.packed + L.off_scales);
   const bool cs16 = w4_colsum16(L);
   const float* bias = L.has_bias ? reinterpret_cast<const float*>(args.packed + L.off_bias) : nullptr;
   for (int64_t p = panel_begin; p < panel_end; ++p) {
-    const uint8_t* panel = nib + p * k_blocks * kNz4FractalBytes;
+    const uint8_t* panel = nib + p * w4_panel_bytes(L.k_pad);
     for (int64_t jc = 0; jc < kNzCols && p * kNzCols + jc < L.n; ++jc) {
       const int64_t j = p * kNzCols + jc;
       for (int64_t r = 0; r < args.m; ++r) {
@@ -25,10 +24,8 @@ void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_en
           const int64_t k0 = L.channelwise ? 0 : g * L.group, k1 = L.channelwise ? L.k : k0 + L.group;
           int32_t iacc = 0;
           for (int64_t kk = k0; kk < k1; ++kk) {
-            const int64_t kr = kk % kNzRows;
-            const uint8_t byte = panel[(kk / kNzRows) * kNz4FractalBytes + (kr / 4) * 64 + (jc / 16) * 32 +
-                                       (jc % 16) * 2 + (kr % 4) / 2];
-            const int32_t w = ((kk % 2 == 0) ? (byte & 0xF) : (byte >> 4)) - 8;
+            const uint8_t byte = panel[w4_weight_offset(kk, jc)];
+            const int32_t w = ((kk % 8 < 4) ? (byte & 0xF) : (byte >> 4)) - 8;
             iacc += (q[kk] - args.zp[r]) * w;
           }
           acc = acc + static_cast<float>(iacc) * scales[g * L.n_pad + j];

@@ -1,7 +1,7 @@
 // AVX-512 VNNI W4A8 micro-kernel: up to 4 rows x 32 columns.
 //
-// Per k-group: int32 dot products of the widened nibbles (u8, w + 8) with the
-// broadcast int8 activations; then, still per group, the exact corrections
+// Per k-group: int32 dot products of the nibbles (u8, w + 8; one 64-byte load
+// yields two operands, see W4-VNNI2 in qd_w4a8.h) with the broadcast int8 activations; then, still per group, the exact corrections
 // (- 8 * rowsum(q) - zp * colsum(w)), conversion to float and the sequential
 // fp32 accumulation acc += float(iacc) * scale, as PyTorch's reference does.
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VNNI__)
@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../qd_qgemm_s4.h"
 #include "../qd_w4a8.h"
 
 namespace qdev::kernels {
@@ -27,22 +26,16 @@ inline int32_t load_i32(const int8_t* p) {
   return v;
 }
 
-inline __m512i widen_nibbles(const uint8_t* p) {
-  const __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-  const __m512i lo = _mm512_and_si512(w, _mm512_set1_epi16(0x000F));
-  const __m512i hi = _mm512_and_si512(_mm512_slli_epi16(w, 4), _mm512_set1_epi16(0x0F00));
-  return _mm512_or_si512(lo, hi);
-}
 
 template <int MR>
 void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
   const W4Layout& L = args.L;
-  const int64_t k_blocks = L.k_pad / kNzRows;
-  const uint8_t* panel = args.packed + L.off_weights + p * k_blocks * kNz4FractalBytes;
-  const float* scales = reinterpret_cast<const float*>(args.packed + L.off_scales) + p * kNzCols;
+  const uint8_t* panel = args.packed + L.off_weights + p * w4_panel_bytes(L.k_pad);
+  const float* scales = reinterpret_cast<const float*>(args.packed + L.off_scales) + p * kW4PanelCols;
   const bool cs16 = w4_colsum16(L);
   const int8_t* q = args.q + r0 * args.ldq;
-  const int64_t steps_per_group = (L.channelwise ? L.k_pad : L.group) / 4;
+  const int64_t steps_per_group = (L.channelwise ? L.k_pad : L.group) / 8;  // 8 k per step
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
   __m512 acc[MR][2];
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   for (int64_t g = 0; g < L.groups; ++g) {
@@ -50,16 +43,22 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
     for (int r = 0; r < MR; ++r) dot[r][0] = dot[r][1] = _mm512_setzero_si512();
     const int64_t t0 = g * steps_per_group;
     for (int64_t t = t0; t < t0 + steps_per_group; ++t) {
-      const __m512i b0 = widen_nibbles(panel + t * 64);
-      const __m512i b1 = widen_nibbles(panel + t * 64 + 32);
+      const __m512i x0 = _mm512_loadu_si512(panel + t * 128);       // columns 0-15
+      const __m512i x1 = _mm512_loadu_si512(panel + t * 128 + 64);  // columns 16-31
+      const __m512i b0 = _mm512_and_si512(x0, low4), b1 = _mm512_and_si512(x1, low4);  // k 8t .. 8t+3
+      const __m512i c0 = _mm512_and_si512(_mm512_srli_epi16(x0, 4), low4);               // k 8t+4 .. 8t+7
+      const __m512i c1 = _mm512_and_si512(_mm512_srli_epi16(x1, 4), low4);
       for (int r = 0; r < MR; ++r) {
-        const __m512i av = _mm512_set1_epi32(load_i32(q + r * args.ldq + t * 4));
-        dot[r][0] = _mm512_dpbusd_epi32(dot[r][0], b0, av);
-        dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], b1, av);
+        const int8_t* qr = q + r * args.ldq + t * 8;
+        const __m512i a0 = _mm512_set1_epi32(load_i32(qr)), a1 = _mm512_set1_epi32(load_i32(qr + 4));
+        dot[r][0] = _mm512_dpbusd_epi32(dot[r][0], b0, a0);
+        dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], b1, a0);
+        dot[r][0] = _mm512_dpbusd_epi32(dot[r][0], c0, a1);
+        dot[r][1] = _mm512_dpbusd_epi32(dot[r][1], c1, a1);
       }
     }
     __m512i cs[2];
-    const int64_t at = g * L.n_pad + p * kNzCols;
+    const int64_t at = g * L.n_pad + p * kW4PanelCols;
     if (cs16) {
       const int16_t* c = reinterpret_cast<const int16_t*>(args.packed + L.off_colsum) + at;
       cs[0] = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
@@ -72,14 +71,16 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
     const __m512 s0 = _mm512_loadu_ps(scales + g * L.n_pad), s1 = _mm512_loadu_ps(scales + g * L.n_pad + 16);
     for (int r = 0; r < MR; ++r) {
       const __m512i rs = _mm512_set1_epi32(8 * args.rowsum[(r0 + r) * L.groups + g]);
-      const __m512i zp = _mm512_set1_epi32(args.zp[r0 + r]);
+      // zp * colsum with vpmaddwd: |colsum| < 2^15 and the zero point's high half is 0.
+      const __m512i zp = _mm512_set1_epi32(args.zp[r0 + r] & 0xFFFF);
       for (int h = 0; h < 2; ++h) {
-        const __m512i iacc = _mm512_sub_epi32(_mm512_sub_epi32(dot[r][h], rs), _mm512_mullo_epi32(zp, cs[h]));
+        const __m512i zc = cs16 ? _mm512_madd_epi16(zp, cs[h]) : _mm512_mullo_epi32(_mm512_set1_epi32(args.zp[r0 + r]), cs[h]);
+        const __m512i iacc = _mm512_sub_epi32(_mm512_sub_epi32(dot[r][h], rs), zc);
         acc[r][h] = _mm512_add_ps(acc[r][h], _mm512_mul_ps(_mm512_cvtepi32_ps(iacc), h == 0 ? s0 : s1));
       }
     }
   }
-  const float* bias = L.has_bias ? reinterpret_cast<const float*>(args.packed + L.off_bias) + p * kNzCols : nullptr;
+  const float* bias = L.has_bias ? reinterpret_cast<const float*>(args.packed + L.off_bias) + p * kW4PanelCols : nullptr;
   for (int r = 0; r < MR; ++r) {
     const __m512 recip = _mm512_set1_ps(args.recip[r0 + r]);
     for (int h = 0; h < 2; ++h) {
@@ -89,7 +90,7 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
                                             : static_cast<__mmask16>((1u << (cols - c)) - 1);
       __m512 y = _mm512_mul_ps(acc[r][h], recip);
       if (bias) y = _mm512_add_ps(y, _mm512_loadu_ps(bias + c));
-      const int64_t o = (r0 + r) * args.ldo + p * kNzCols + c;
+      const int64_t o = (r0 + r) * args.ldo + p * kW4PanelCols + c;
       if (args.out_bf16) {  // truncation, as PyTorch's x86 reference
         const __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(y), 16);
         _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(args.out) + o, mask, bits);
@@ -104,7 +105,7 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
 
 void w4a8_panels_avx512vnni(const W4A8Args& args, int64_t panel_begin, int64_t panel_end) {
   for (int64_t p = panel_begin; p < panel_end; ++p) {
-    const int64_t cols = std::min<int64_t>(kNzCols, args.L.n - p * kNzCols);
+    const int64_t cols = std::min<int64_t>(kW4PanelCols, args.L.n - p * kW4PanelCols);
     int64_t r0 = 0;
     for (; r0 + kMr <= args.m; r0 += kMr) tile<kMr>(args, r0, p, cols);
     switch (args.m - r0) {
