@@ -74,7 +74,7 @@ def test_bit_exact_with_emulator_and_torch(isa, gs, with_bias, xdist):
     expected = emulate(x, w_u8, s, gs, K, N, bias)
     packed = torch_qdev.dyn_quant_pack_4bit_weight(w_u8, s, bias, gs, K, N)
     assert packed.dtype == torch.uint8
-    assert packed.numel() == torch_qdev.ops.w4_packed_bytes(K, N, gs, bias is not None)
+    assert packed.numel() == torch_qdev.ops.w4_packed_bytes(K, N, gs, bias is not None, s.dtype == torch.bfloat16)
     assert torch.equal(torch_qdev.dyn_quant_matmul_4bit(x, packed, gs, K, N), expected)
     # PyTorch's own CPU path gives the same bits
     ref = torch._dyn_quant_matmul_4bit(x, torch._dyn_quant_pack_4bit_weight(w_u8, s, bias, gs, K, N), gs, K, N)

@@ -271,21 +271,23 @@ def _align64(v: int) -> int:
     return (v + 63) // 64 * 64
 
 
-def w4_packed_bytes(in_features: int, out_features: int, block_size: int, has_bias: bool) -> int:
+def w4_packed_bytes(in_features: int, out_features: int, block_size: int, has_bias: bool,
+                    scales_bf16: bool = False) -> int:
     """Size of a torch_qdev packed 4-bit weight (mirrors kernels/pack/qd_rhs_pack_w4_ref.cpp)."""
     k_pad = (in_features + 15) // 16 * 16
     n_pad = (out_features + 31) // 32 * 32
     groups = 1 if block_size == in_features else in_features // block_size
     off_scales = _align64(128 + n_pad * k_pad // 2)
-    off_colsum = _align64(off_scales + groups * n_pad * 4)
+    off_colsum = _align64(off_scales + groups * n_pad * (2 if scales_bf16 else 4))
     off_bias = _align64(off_colsum + groups * n_pad * 4)
     return _align64(off_bias + (n_pad * 4 if has_bias else 0))
 
 
 @torch.library.register_fake("qdev::dyn_quant_pack_4bit_weight")
 def _dyn_quant_pack_fake(weights, scales_zeros, bias, block_size, in_features, out_features):
-    return weights.new_empty((w4_packed_bytes(in_features, out_features, block_size, bias is not None),),
-                             dtype=torch.uint8)
+    size = w4_packed_bytes(in_features, out_features, block_size, bias is not None,
+                           scales_zeros.dtype == torch.bfloat16)
+    return weights.new_empty((size,), dtype=torch.uint8)
 
 
 @torch.library.register_fake("qdev::dyn_quant_matmul_4bit")

@@ -64,7 +64,8 @@ at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::
   const at::Tensor w = logical_host_view(weights).contiguous();
   const at::Tensor s = logical_host_view(scales).contiguous();
   const at::Tensor b = has_bias ? logical_host_view(*bias).to(at::kFloat).contiguous() : at::Tensor();
-  const k::W4Layout L = k::w4_layout(in_features, out_features, block_size, has_bias);
+  const k::W4Layout L = k::w4_layout(in_features, out_features, block_size, has_bias,
+                                     s.scalar_type() == at::kBFloat16);
   at::Tensor out;
   if (torch_container) {
     const int64_t elems = weights.numel() + scales.numel() + (has_bias ? bias->numel() : 0);

@@ -5,7 +5,7 @@
 //   iacc_g   = sum_{k in g} (q[m, k] - zp[m]) * w[k, n]       (exact int32)
 //
 // Packed weight buffer (self-describing, "QDW4" v1), 64-byte aligned sections:
-//   header | nibbles | scales [G][N_pad] fp32 (exact copies of torch's bf16/fp32 scales) |
+//   header | nibbles | scales [G][N_pad] (bf16 when given bf16, else fp32) |
 //   column sums [G][N_pad] (int16 groupwise, int32 channelwise; sum of w in the
 //   group, for the zero-point term) | bias [N_pad] fp32 (optional).
 #pragma once
@@ -45,15 +45,16 @@ static_assert(sizeof(W4Header) <= kW4HeaderBytes, "the header fits its slot");
 
 struct W4Layout {
   int64_t k, n, group, groups, n_pad, k_pad;
-  bool channelwise, has_bias;
+  bool channelwise, has_bias, scales_bf16;
   int64_t off_weights, off_scales, off_colsum, off_bias, total_bytes;
 };
 
 // Sizes and offsets of a packed buffer.
-W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias);
+W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias, bool scales_bf16);
 
 // Packs torch's format: weights uint8 (N, K/2) row-major, low nibble = even k,
-// nibble = q + 8; scales (N, K/group) n-major as fp32 (channelwise) or bf16 bits;
+// nibble = q + 8; scales (N, K/group) n-major as fp32 or bf16 bits (scales_bf16;
+// stored as bf16 when the layout says so, else widened to fp32);
 // bias fp32 (N) or null. Columns [n_begin, n_end) (multiples of 32 but the end);
 // call w4_pack_header once.
 void w4_pack_header(const W4Layout& L, uint8_t* out);

@@ -17,7 +17,7 @@ bool colsum16(const W4Layout& L) { return !L.channelwise && L.group * 8 < 32768;
 
 }  // namespace
 
-W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias) {
+W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias, bool scales_bf16) {
   W4Layout L;
   L.k = k;
   L.n = n;
@@ -27,9 +27,10 @@ W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias) {
   L.n_pad = round_up(n, kNzCols);
   L.k_pad = round_up(k, kNzRows);
   L.has_bias = has_bias;
+  L.scales_bf16 = scales_bf16;
   L.off_weights = kW4HeaderBytes;
   L.off_scales = align64(L.off_weights + nz4_packed_bytes(L.k_pad, L.n_pad));
-  L.off_colsum = align64(L.off_scales + L.groups * L.n_pad * 4);  // room for fp32 scales
+  L.off_colsum = align64(L.off_scales + L.groups * L.n_pad * (scales_bf16 ? 2 : 4));
   L.off_bias = align64(L.off_colsum + L.groups * L.n_pad * 4);
   L.total_bytes = align64(L.off_bias + (has_bias ? L.n_pad * 4 : 0));
   return L;
@@ -43,7 +44,8 @@ void w4_pack_header(const W4Layout& L, uint8_t* out) {
   h.n = L.n;
   h.group = L.group;
   h.family = kW4FamilyNz4Vnni;
-  h.flags = (L.has_bias ? kFlagBias : 0u) | (colsum16(L) ? kFlagColsum16 : 0u);
+  h.flags = (L.has_bias ? kFlagBias : 0u) | (colsum16(L) ? kFlagColsum16 : 0u) |
+            (L.scales_bf16 ? kFlagScalesBf16 : 0u);
   h.off_weights = L.off_weights;
   h.off_scales = L.off_scales;
   h.off_colsum = L.off_colsum;
@@ -57,19 +59,25 @@ void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scal
                      const float* bias, uint8_t* out, int64_t n_begin, int64_t n_end) {
   const int64_t row_bytes = L.k / 2;
   uint8_t* nib = out + L.off_weights;
-  float* sc = reinterpret_cast<float*>(out + L.off_scales);
+
   for (int64_t p = n_begin / kNzCols; p * kNzCols < n_end; ++p) {
     uint8_t* panel = nib + p * w4_panel_bytes(L.k_pad);
     std::memset(panel, 0x88, static_cast<size_t>(w4_panel_bytes(L.k_pad)));  // w = 0 padding
     for (int64_t jc = 0; jc < kNzCols; ++jc) {
       const int64_t j = p * kNzCols + jc;
       for (int64_t g = 0; g < L.groups; ++g) {
-        float s = 0.0f;
         int32_t sum = 0;
+        const int64_t at = j * L.groups + g;
+        if (L.scales_bf16) {  // kept as bf16: exact, and half the bytes
+          reinterpret_cast<uint16_t*>(out + L.off_scales)[g * L.n_pad + j] =
+              j < L.n ? static_cast<const uint16_t*>(scales)[at] : uint16_t{0};
+        } else {
+          reinterpret_cast<float*>(out + L.off_scales)[g * L.n_pad + j] =
+              j >= L.n ? 0.0f
+              : scales_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(scales)[at])
+                            : static_cast<const float*>(scales)[at];
+        }
         if (j < L.n) {
-          const int64_t at = j * L.groups + g;
-          s = scales_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(scales)[at])
-                          : static_cast<const float*>(scales)[at];
           const int64_t k0 = L.channelwise ? 0 : g * L.group, k1 = L.channelwise ? L.k : k0 + L.group;
           for (int64_t kk = k0; kk < k1; ++kk) {
             const uint8_t byte = weights[j * row_bytes + kk / 2];
@@ -79,7 +87,6 @@ void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scal
             dst = (kk % 8 < 4) ? static_cast<uint8_t>((dst & 0xF0) | nib) : static_cast<uint8_t>((dst & 0x0F) | (nib << 4));
           }
         }
-        sc[g * L.n_pad + j] = s;
         if (colsum16(L)) {
           reinterpret_cast<int16_t*>(out + L.off_colsum)[g * L.n_pad + j] = static_cast<int16_t>(sum);
         } else {
@@ -101,7 +108,7 @@ const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out) {
   if (h.k <= 0 || h.n <= 0 || h.group <= 0 || (h.group != h.k && h.k % h.group != 0)) {
     return "corrupt header (sizes)";
   }
-  *out = w4_layout(h.k, h.n, h.group, (h.flags & kFlagBias) != 0);
+  *out = w4_layout(h.k, h.n, h.group, (h.flags & kFlagBias) != 0, (h.flags & kFlagScalesBf16) != 0);
   if (out->total_bytes != h.total_bytes || out->off_scales != h.off_scales) return "corrupt header (layout)";
   if (nbytes < h.total_bytes) return "the buffer is truncated";
   return nullptr;

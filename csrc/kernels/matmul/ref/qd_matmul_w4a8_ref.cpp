@@ -10,7 +10,10 @@ namespace qdev::kernels {
 void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_end) {
   const W4Layout& L = args.L;
   const uint8_t* nib = args.packed + L.off_weights;
-  const float* scales = reinterpret_cast<const float*>(args.packed + L.off_scales);
+  auto scale_at = [&](int64_t idx) {
+    return L.scales_bf16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(args.packed + L.off_scales)[idx])
+                         : reinterpret_cast<const float*>(args.packed + L.off_scales)[idx];
+  };
   const bool cs16 = w4_colsum16(L);
   const float* bias = L.has_bias ? reinterpret_cast<const float*>(args.packed + L.off_bias) : nullptr;
   for (int64_t p = panel_begin; p < panel_end; ++p) {
@@ -28,7 +31,7 @@ void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_en
             const int32_t w = ((kk % 8 < 4) ? (byte & 0xF) : (byte >> 4)) - 8;
             iacc += (q[kk] - args.zp[r]) * w;
           }
-          acc = acc + static_cast<float>(iacc) * scales[g * L.n_pad + j];
+          acc = acc + static_cast<float>(iacc) * scale_at(g * L.n_pad + j);
         }
         float y = acc * args.recip[r];
         if (bias) y = y + bias[j];

@@ -31,7 +31,8 @@ template <int MR>
 void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
   const W4Layout& L = args.L;
   const uint8_t* panel = args.packed + L.off_weights + p * w4_panel_bytes(L.k_pad);
-  const float* scales = reinterpret_cast<const float*>(args.packed + L.off_scales) + p * kW4PanelCols;
+  const int64_t scale_bytes = L.scales_bf16 ? 2 : 4;
+  const uint8_t* scales = args.packed + L.off_scales + p * kW4PanelCols * scale_bytes;
   const bool cs16 = w4_colsum16(L);
   const int8_t* q = args.q + r0 * args.ldq;
   const int64_t steps_per_group = (L.channelwise ? L.k_pad : L.group) / 8;  // 8 k per step
@@ -68,7 +69,16 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
       cs[0] = _mm512_loadu_si512(c);
       cs[1] = _mm512_loadu_si512(c + 16);
     }
-    const __m512 s0 = _mm512_loadu_ps(scales + g * L.n_pad), s1 = _mm512_loadu_ps(scales + g * L.n_pad + 16);
+    __m512 s0, s1;
+    const uint8_t* sg = scales + g * L.n_pad * scale_bytes;
+    if (L.scales_bf16) {  // bf16 -> fp32 is exact: the bits move up 16 places
+      const __m256i* b = reinterpret_cast<const __m256i*>(sg);
+      s0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b)), 16));
+      s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b + 1)), 16));
+    } else {
+      s0 = _mm512_loadu_ps(reinterpret_cast<const float*>(sg));
+      s1 = _mm512_loadu_ps(reinterpret_cast<const float*>(sg) + 16);
+    }
     for (int r = 0; r < MR; ++r) {
       const __m512i rs = _mm512_set1_epi32(8 * args.rowsum[(r0 + r) * L.groups + g]);
       // zp * colsum with vpmaddwd: |colsum| < 2^15 and the zero point's high half is 0.
