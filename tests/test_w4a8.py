@@ -188,3 +188,35 @@ def test_opcheck_and_compile():
     for backend in ("aot_eager", "inductor"):
         assert torch.equal(torch.compile(fn, backend=backend, fullgraph=True)(x).cpu(), fn(x).cpu())
     torch._dynamo.reset()
+
+
+def test_quantizer_matches_torch_helper():
+    from torch_qdev.contrib.module.linear_w4a8_dynamic import quantize_int4_symmetric
+
+    w = torch.randn(48, 128)
+    for gs in (32, 128):
+        ours = quantize_int4_symmetric(w, gs)
+        theirs = _group_quantize_tensor_symmetric(w.t(), 4, gs)  # the helper takes [K, N]
+        assert torch.equal(ours[0].reshape(-1), theirs[0].reshape(-1))
+        assert torch.equal(ours[1].reshape(-1), theirs[1].reshape(-1).float())
+
+
+@pytest.mark.parametrize("group_size", [32, None])
+def test_linear_w4a8_dynamic_module(tmp_path, group_size):
+    from torch_qdev.contrib.module import LinearW4A8Dynamic
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 96)
+    x = torch.randn(5, 7, 256)
+    q = LinearW4A8Dynamic.from_float(lin.qdev(), group_size=group_size)
+    y = q(x.qdev())
+    assert y.shape == (5, 7, 96) and y.device.type == "qdev" and y.dtype == torch.float32
+    rel = (y.cpu() - lin.cpu()(x)).norm() / lin(x).norm()
+    assert rel < (0.2 if group_size is None else 0.12), rel
+    assert q(x.qdev().bfloat16()).dtype == torch.bfloat16 and q(x.qdev().half()).dtype == torch.float16
+    path = tmp_path / "w4.pt"
+    torch.save(q.state_dict(), path)
+    q2 = LinearW4A8Dynamic(256, 96, group_size=group_size)  # CPU module: the buffer is portable
+    q2.load_state_dict(torch.load(path))
+    assert torch.equal(q2(x), y.cpu())
+    assert "LinearW4A8Dynamic" in repr(q2)

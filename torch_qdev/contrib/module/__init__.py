@@ -1,5 +1,6 @@
 """torch_npu.contrib.module's quantized layers, for qdev."""
 from .linear_a8w8_quant import LinearA8W8Quant
 from .linear_quant import LinearQuant
+from .linear_w4a8_dynamic import LinearW4A8Dynamic
 
-__all__ = ["LinearA8W8Quant", "LinearQuant"]
+__all__ = ["LinearA8W8Quant", "LinearQuant", "LinearW4A8Dynamic"]
