@@ -16,8 +16,8 @@ import torch
 
 __all__ = [
     "dyn_quant_matmul_4bit", "dyn_quant_pack_4bit_weight", "Format", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
-    "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_", "npu_quant_matmul",
-    "npu_trans_quant_param",
+    "npu_convert_weight_to_int4pack", "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_",
+    "npu_quant_matmul", "npu_trans_quant_param", "npu_weight_quant_batchmatmul",
 ]
 
 DType = Union[torch.dtype, int, None]
@@ -309,3 +309,39 @@ def dyn_quant_matmul_4bit(inp: torch.Tensor, packed_weights: torch.Tensor, block
                           out_features: int) -> torch.Tensor:
     """``inp @ W^T (+ bias)`` with per-row int8 dynamic activations (aten::_dyn_quant_matmul_4bit numerics)."""
     return torch.ops.qdev.dyn_quant_matmul_4bit(inp, packed_weights, block_size, in_features, out_features)
+
+
+# --------------------------------------------------------------------------
+# Weight-only quantized matmul (A16W8 / A16W4) and int4 packing
+
+
+def npu_convert_weight_to_int4pack(weight: torch.Tensor, inner_k_tiles: int = 0) -> torch.Tensor:
+    """int32 values in [-8, 7] -> int32 words of 8 nibbles along the last dim, least significant first."""
+    return torch.ops.qdev.npu_convert_weight_to_int4pack(weight, inner_k_tiles)
+
+
+def npu_weight_quant_batchmatmul(x: torch.Tensor, weight: torch.Tensor, antiquant_scale: torch.Tensor,
+                                 antiquant_offset: Optional[torch.Tensor] = None,
+                                 quant_scale: Optional[torch.Tensor] = None,
+                                 quant_offset: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+                                 antiquant_group_size: int = 0, inner_precise: int = 0,
+                                 weight_dtype: DType = None) -> torch.Tensor:
+    """``x @ ((weight + antiquant_offset) * antiquant_scale) + bias`` (optionally requantized to int8)."""
+    return torch.ops.qdev.npu_weight_quant_batchmatmul(x, weight, antiquant_scale, antiquant_offset, quant_scale,
+                                                       quant_offset, bias, antiquant_group_size, inner_precise,
+                                                       _dtype_int(weight_dtype))
+
+
+@torch.library.register_fake("qdev::npu_convert_weight_to_int4pack")
+def _convert_int4pack_fake(weight, inner_k_tiles=0):
+    return weight.new_empty((*weight.shape[:-1], weight.shape[-1] // 8), dtype=torch.int32)
+
+
+@torch.library.register_fake("qdev::npu_weight_quant_batchmatmul")
+def _weight_quant_bmm_fake(x, weight, antiquant_scale, antiquant_offset=None, quant_scale=None, quant_offset=None,
+                           bias=None, antiquant_group_size=0, inner_precise=0, weight_dtype=None):
+    transposed = weight.dim() >= 2 and weight.stride(-2) == 1 and weight.stride(-1) == weight.size(-2)
+    n = weight.size(-1) * 8 if weight.dtype == torch.int32 and not transposed else weight.size(-1)
+    longer = x if x.dim() >= weight.dim() else weight
+    shape = (*longer.shape[:-2], x.size(-2), n)
+    return x.new_empty(shape, dtype=torch.int8 if quant_scale is not None else x.dtype)

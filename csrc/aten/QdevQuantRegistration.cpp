@@ -54,6 +54,10 @@ TORCH_LIBRARY(qdev, m) {
         "int? input_dtype=None) -> Tensor(a!)");
   m.def("get_npu_format(Tensor self) -> int");
   m.def("get_storage_size(Tensor self) -> int");
+  m.def("npu_convert_weight_to_int4pack(Tensor weight, int inner_k_tiles=0) -> Tensor");
+  m.def("npu_weight_quant_batchmatmul(Tensor x, Tensor weight, Tensor antiquant_scale, "
+        "Tensor? antiquant_offset=None, Tensor? quant_scale=None, Tensor? quant_offset=None, "
+        "Tensor? bias=None, int antiquant_group_size=0, int inner_precise=0, int? weight_dtype=None) -> Tensor");
   m.def("dyn_quant_pack_4bit_weight(Tensor weights, Tensor scales_zeros, Tensor? bias, int block_size, "
         "int in_features, int out_features) -> Tensor");
   m.def("dyn_quant_matmul_4bit(Tensor inp, Tensor packed_weights, int block_size, int in_features, "
@@ -74,6 +78,8 @@ void register_kernels(torch::Library& m) {
   m.impl("npu_format_cast_", native::npu_format_cast_inplace_tensor);
   m.impl("get_npu_format", native::get_npu_format);
   m.impl("get_storage_size", native::get_storage_size);
+  m.impl("npu_convert_weight_to_int4pack", native::npu_convert_weight_to_int4pack);
+  m.impl("npu_weight_quant_batchmatmul", native::npu_weight_quant_batchmatmul);
   m.impl("dyn_quant_pack_4bit_weight", native::dyn_quant_pack_4bit_weight);
   m.impl("dyn_quant_matmul_4bit", native::dyn_quant_matmul_4bit);
 }

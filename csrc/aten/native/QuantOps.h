@@ -45,6 +45,15 @@ at::Tensor aten_dyn_quant_pack_4bit_weight(const at::Tensor& weights, const at::
 at::Tensor dyn_quant_matmul_4bit(const at::Tensor& inp, const at::Tensor& packed_weights, int64_t block_size,
                                  int64_t in_features, int64_t out_features);
 
+at::Tensor npu_convert_weight_to_int4pack(const at::Tensor& weight, int64_t inner_k_tiles);
+at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& weight,
+                                        const at::Tensor& antiquant_scale,
+                                        const std::optional<at::Tensor>& antiquant_offset,
+                                        const std::optional<at::Tensor>& quant_scale,
+                                        const std::optional<at::Tensor>& quant_offset,
+                                        const std::optional<at::Tensor>& bias, int64_t antiquant_group_size,
+                                        int64_t inner_precise, std::optional<int64_t> weight_dtype);
+
 // Kernel-variant control, for tests and benchmarks (QDEV_CPU_ISA sets the start value).
 QDEV_EXPORT std::string cpu_isa();
 QDEV_EXPORT bool set_cpu_isa(const std::string& name);

@@ -2,5 +2,6 @@
 from .linear_a8w8_quant import LinearA8W8Quant
 from .linear_quant import LinearQuant
 from .linear_w4a8_dynamic import LinearW4A8Dynamic
+from .linear_weight_quant import LinearWeightQuant
 
-__all__ = ["LinearA8W8Quant", "LinearQuant", "LinearW4A8Dynamic"]
+__all__ = ["LinearA8W8Quant", "LinearQuant", "LinearW4A8Dynamic", "LinearWeightQuant"]

@@ -1,0 +1,199 @@
+// npu_convert_weight_to_int4pack and npu_weight_quant_batchmatmul (A16W8 / A16W4
+// weight-only quantized matmul), torch_npu semantics (torch_npu_api.md §5).
+// The weight-only matmul dequantizes with ATen ops on host views (exact
+// rounding rules, no fused kernel yet).
+#include <ATen/ops/empty.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/tensor.h>
+#include <ATen/ops/where.h>
+#include <c10/core/DeviceGuard.h>
+
+#include "../../runtime/QdevStream.h"
+#include "QdevFormat.h"
+#include "QuantCommon.h"
+#include "QuantOps.h"
+
+namespace at::native::qdev {
+namespace {
+
+bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+std::string dtype_name(at::ScalarType t) { return std::string("torch.") + std::string(c10::getDtypeNames(t).first); }
+
+// int32 words of 8 nibbles along the last dim (LSB first) -> int8 values, last dim x8.
+at::Tensor unpack_nibbles(const at::Tensor& packed) {
+  const at::Tensor w = packed.contiguous();
+  const at::Tensor shifts = at::arange(0, 32, 4, w.options().dtype(at::kInt));
+  at::Tensor nib = w.unsqueeze(-1).bitwise_right_shift(shifts).bitwise_and(0xF);
+  nib = at::where(nib.gt(7), nib.sub(16), nib);
+  auto sizes = w.sizes().vec();
+  sizes.back() *= 8;
+  return nib.reshape(sizes).to(at::kChar);
+}
+
+bool is_transpose_last_two(const at::Tensor& t) {
+  if (t.dim() < 2) return false;
+  const int64_t r = t.size(-2), c = t.size(-1);
+  if (r == 1 && c == 1) return false;
+  return t.stride(-2) == 1 && t.stride(-1) == r;
+}
+
+}  // namespace
+
+at::Tensor npu_convert_weight_to_int4pack(const at::Tensor& weight, int64_t inner_k_tiles) {
+  (void)inner_k_tiles;  // reserved, as in torch_npu
+  TORCH_CHECK(weight.scalar_type() == at::kInt || weight.scalar_type() == at::kFloat,
+              "weight dtype only support int32 and float32, but it is ", dtype_name(weight.scalar_type()));
+  TORCH_CHECK_NOT_IMPLEMENTED(weight.scalar_type() == at::kInt,
+                              "npu_convert_weight_to_int4pack: float32 (fp4 e2m1) weights are an Ascend 950 "
+                              "feature and are not supported on qdev");
+  TORCH_CHECK(weight.dim() == 2 || weight.dim() == 3, "weight shape only support dim num 2/3, but it is ",
+              weight.dim());
+  for (int64_t d : weight.sizes()) TORCH_CHECK(d > 0, "weight dim should be greater than 0");
+  TORCH_CHECK(weight.size(-1) % 8 == 0, "weight last dim should be the multiple of 8, but it is ", weight.size(-1));
+  TORCH_CHECK(weight.is_contiguous(), "weight should be contiguous");
+  const bool nz = is_internal_format(weight);
+  const at::Tensor w = logical_host_view(weight).contiguous();
+  auto sizes = w.sizes().vec();
+  sizes.back() /= 8;
+  at::Tensor out = at::empty(sizes, weight.options());
+  at::Tensor host = logical_host_view(out);
+  const int32_t* src = w.const_data_ptr<int32_t>();
+  uint32_t* dst = reinterpret_cast<uint32_t*>(host.mutable_data_ptr<int32_t>());
+  for (int64_t i = 0; i < host.numel(); ++i) {
+    uint32_t word = 0;
+    for (int j = 0; j < 8; ++j) word |= (static_cast<uint32_t>(src[i * 8 + j]) & 0xFu) << (4 * j);
+    dst[i] = word;
+  }
+  // torch_npu re-lays an NZ input's result out as NZ with C0 = 8.
+  return nz ? npu_format_cast(out, format::kFractalNZ, 3, std::nullopt) : out;
+}
+
+at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& weight,
+                                        const at::Tensor& antiquant_scale,
+                                        const std::optional<at::Tensor>& antiquant_offset,
+                                        const std::optional<at::Tensor>& quant_scale,
+                                        const std::optional<at::Tensor>& quant_offset,
+                                        const std::optional<at::Tensor>& bias, int64_t antiquant_group_size,
+                                        int64_t inner_precise, std::optional<int64_t> weight_dtype) {
+  TORCH_CHECK_NOT_IMPLEMENTED(!weight_dtype.has_value(), "npu_weight_quant_batchmatmul: weight_dtype (hifloat8/"
+                              "fp8 weights) is an Ascend 950 feature and is not supported on qdev");
+  TORCH_CHECK(x.dim() >= 2, "x shape do not support dim num less than 2, but it is ", x.dim());
+  TORCH_CHECK(weight.dim() >= 2, "weight shape do not support dim num less than 2, but it is ", weight.dim());
+  TORCH_CHECK(x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16,
+              "npu_weight_quant_batchmatmul: x must be float16 or bfloat16, but it is ", dtype_name(x.scalar_type()));
+  TORCH_CHECK(inner_precise == 0 || inner_precise == 1, "inner_precise only support 0 or 1. but is:", inner_precise);
+  TORCH_CHECK(!defined(quant_offset) || defined(quant_scale),
+              "Quantization parameters are incorrectly set, quant_offset cannot exist in isolation from quant_scale");
+  const auto wt = weight.scalar_type();
+  TORCH_CHECK(wt == at::kChar || wt == at::kInt, "npu_weight_quant_batchmatmul: weight must be int8 or "
+              "int32-packed int4, but it is ", dtype_name(wt));
+  for (const auto* t : {&weight, &antiquant_scale}) {
+    TORCH_CHECK(t->device() == x.device(), "Expected all tensors to be on the same device, but found at least "
+                "two devices, ", x.device(), " and ", t->device(), "!");
+  }
+  std::optional<c10::DeviceGuard> guard;
+  if (x.device().type() == c10::DeviceType::PrivateUse1) {
+    guard.emplace(x.device());
+    c10::qdev::sync_current_stream(x.device().index());
+  }
+  // Weight values as int8 (k, n) with batch dims.
+  at::Tensor w;
+  if (wt == at::kInt) {
+    const at::Tensor hw = logical_host_view(weight);
+    w = is_transpose_last_two(hw) ? unpack_nibbles(hw.transpose(-1, -2)).transpose(-1, -2) : unpack_nibbles(hw);
+  } else {
+    w = logical_host_view(weight);
+  }
+  const int64_t xk = x.size(-1), wk = w.size(-2), n = w.size(-1);
+  if (x.dim() > 2 && w.dim() > 2) {
+    TORCH_CHECK(x.dim() == w.dim(), "x dim is not the same as weight dim");
+    TORCH_CHECK(x.sizes().slice(0, x.dim() - 2) == w.sizes().slice(0, w.dim() - 2), "batch of x is diff from batch of weight");
+  }
+  TORCH_CHECK(xk == wk, "The k of x and weight should be equal. but x_k_dim is ", xk, ", weight_k_dim is ", wk);
+  const int64_t G = antiquant_group_size;
+  TORCH_CHECK(G == 0 || (G % 32 == 0 && G >= 32 && G <= wk - 1),
+              "antiquant_group_size can be either 0 or a multiple of 32 within the range 32 to weight_k_dim - 1.");
+
+  const auto xdt = x.scalar_type();
+  at::Tensor scale = logical_host_view(antiquant_scale);
+  const bool int64_scale = scale.scalar_type() == at::kLong;
+  at::Tensor off = defined(antiquant_offset) ? logical_host_view(*antiquant_offset) : at::Tensor();
+  // Scale / offset as (rows, n) with rows = 1 (per tensor / channel) or k groups.
+  auto as_rows = [&](at::Tensor t) {
+    if (t.numel() == 1) return t.reshape({1, 1});
+    if (t.dim() == 1) return t.reshape({1, t.size(0)});
+    return t;
+  };
+  scale = as_rows(scale);
+  if (off.defined()) off = as_rows(off);
+  if (G > 0) {
+    const int64_t groups = (wk + G - 1) / G;
+    TORCH_CHECK(scale.size(0) == groups && scale.size(1) == n, "npu_weight_quant_batchmatmul: per-group "
+                "antiquant_scale must be (", groups, ", ", n, "), but it is ", antiquant_scale.sizes());
+    auto expand_rows = [&](const at::Tensor& t) { return t.repeat_interleave(G, 0).narrow(0, 0, wk); };
+    scale = expand_rows(scale);
+    if (off.defined()) off = expand_rows(off);
+  } else {
+    TORCH_CHECK(scale.size(0) == 1 && (scale.size(1) == 1 || scale.size(1) == n), "npu_weight_quant_batchmatmul: "
+                "antiquant_scale must be (1,), (n,) or (1, n) without antiquant_group_size, but it is ",
+                antiquant_scale.sizes());
+  }
+  // W' = (W + offset) * scale, each step rounded to x's dtype (CANN's golden).
+  at::Tensor wd = w.to(xdt).contiguous();  // one layout, one fp32 summation order
+  if (off.defined()) wd = wd.add(off.to(xdt));
+  at::Tensor y;
+  if (int64_scale) {
+    // Packed int64 scale (per channel): y = (x @ fp16(W + off)) * fp16(decoded scale) + bias.
+    std::vector<float> s(static_cast<size_t>(scale.numel()));
+    const at::Tensor sc = scale.contiguous();
+    for (int64_t i = 0; i < sc.numel(); ++i) s[static_cast<size_t>(i)] = unpack_scale(sc.const_data_ptr<int64_t>()[i]);
+    const at::Tensor sf = at::from_blob(s.data(), scale.sizes(), at::kFloat).clone().to(xdt);
+    y = at::matmul(logical_host_view(x).to(at::kFloat), wd.to(at::kFloat)).to(xdt).mul(sf.reshape({-1}));
+    y = y.to(at::kFloat);
+  } else {
+    wd = wd.mul(scale.to(xdt));
+    y = at::matmul(logical_host_view(x).to(at::kFloat), wd.to(at::kFloat));
+  }
+  if (defined(bias)) y = y.add(logical_host_view(*bias).to(at::kFloat));
+  if (xdt == at::kBFloat16) y = y.to(at::kBFloat16).to(at::kFloat);
+  at::Tensor result;
+  if (defined(quant_scale)) {
+    // int8 output with the CANN requant of a float result (19-bit scale, 9-bit offset).
+    const at::Tensor qs = logical_host_view(*quant_scale);
+    at::Tensor s_f, o_f;
+    if (qs.scalar_type() == at::kLong) {
+      std::vector<float> sv, ov;
+      const at::Tensor c = qs.contiguous().reshape({-1});
+      for (int64_t i = 0; i < c.numel(); ++i) {
+        sv.push_back(unpack_scale(c.const_data_ptr<int64_t>()[i]));
+        ov.push_back(static_cast<float>(unpack_offset(c.const_data_ptr<int64_t>()[i])));
+      }
+      s_f = at::tensor(sv, at::kFloat);
+      o_f = at::tensor(ov, at::kFloat);
+    } else {
+      const at::Tensor c = qs.to(at::kFloat).contiguous().reshape({-1});
+      std::vector<float> sv;
+      for (int64_t i = 0; i < c.numel(); ++i) sv.push_back(bits_float(fp19_bits(c.const_data_ptr<float>()[i], 0)));
+      s_f = at::tensor(sv, at::kFloat);
+      std::vector<float> ov(sv.size(), 0.0f);
+      if (defined(quant_offset)) {
+        const at::Tensor oc = logical_host_view(*quant_offset).to(at::kFloat).contiguous().reshape({-1});
+        ov.assign(static_cast<size_t>(oc.numel()), 0.0f);
+        for (int64_t i = 0; i < oc.numel(); ++i) ov[static_cast<size_t>(i)] = static_cast<float>(offset9(oc.const_data_ptr<float>()[i]));
+      }
+      o_f = at::tensor(ov, at::kFloat);
+    }
+    at::Tensor v = y.mul(s_f).clamp(-256, 255).round().add(o_f).clamp(-128, 127);
+    result = v.to(at::kChar);
+  } else {
+    result = y.to(xdt);
+  }
+  at::Tensor out = at::empty(result.sizes(), x.options().dtype(result.scalar_type()));
+  logical_host_view(out).copy_(result);
+  return out;
+}
+
+}  // namespace at::native::qdev
