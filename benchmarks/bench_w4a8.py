@@ -37,8 +37,10 @@ def build(K, N, M, copies, slow_ok):
         packs = [torch_qdev.dyn_quant_pack_4bit_weight(u.qdev(), (s.float() if gs == K else s.bfloat16()).qdev(),
                                                        None, gs, K, N) for u, s in qs]
         xq = x.qdev()
+        # weight bytes as in perf_anchors' rooflines: nibbles + scales (what decode must read)
+        info_bytes = K * N // 2 + (4 * N if gs == K else (K // gs) * N * 2)
         peers[f"qdev W4A8 {label}"] = (lambda i, p=packs, gs=gs: torch_qdev.dyn_quant_matmul_4bit(xq, p[i], gs, K, N),
-                                       ref, packs[0].numel())
+                                       ref, info_bytes)
         if slow_ok and gs == 32:
             tp = torch._dyn_quant_pack_4bit_weight(qs[0][0], qs[0][1].bfloat16(), None, gs, K, N)
             peers["torch _dyn_quant_matmul_4bit gs=32"] = (

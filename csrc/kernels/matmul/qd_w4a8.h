@@ -5,9 +5,11 @@
 //   iacc_g   = sum_{k in g} (q[m, k] - zp[m]) * w[k, n]       (exact int32)
 //
 // Packed weight buffer (self-describing, "QDW4" v1), 64-byte aligned sections:
-//   header | nibbles | scales [G][N_pad] (bf16 when given bf16, else fp32) |
-//   column sums [G][N_pad] (int16 groupwise, int32 channelwise; sum of w in the
-//   group, for the zero-point term) | bias [N_pad] fp32 (optional).
+//   header | nibbles | scales [N_pad/32][G][32] (bf16 when given bf16, else fp32) |
+//   column sums [N_pad/32][G][32] (int16 groupwise, int32 channelwise; sum of w in
+//   the group, for the zero-point term) | bias [N_pad] fp32 (optional).
+// Scales and sums are panel-major so that a panel's are contiguous (a stride of
+// N_pad per group would cross a page per group and defeat the prefetcher).
 #pragma once
 
 #include <cstdint>
@@ -28,8 +30,13 @@ static inline int64_t w4_weight_offset(int64_t k, int64_t jc) {
 constexpr int64_t kW4PanelCols = 32;
 static inline int64_t w4_panel_bytes(int64_t k_pad) { return k_pad * 16; }
 
+// Index of (group g, column j) in the scale and column-sum sections.
+static inline int64_t w4_group_index(int64_t groups, int64_t g, int64_t j) {
+  return ((j / kW4PanelCols) * groups + g) * kW4PanelCols + j % kW4PanelCols;
+}
+
 constexpr uint32_t kW4Magic = 0x34574451;  // "QDW4"
-constexpr uint32_t kW4Version = 2;  // 2: W4-VNNI2 nibble layout
+constexpr uint32_t kW4Version = 3;  // 3: W4-VNNI2 nibbles, panel-major scales and sums
 constexpr uint32_t kW4FamilyNz4Vnni = 1;
 
 struct W4Header {

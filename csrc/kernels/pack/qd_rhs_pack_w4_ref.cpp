@@ -69,10 +69,10 @@ void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scal
         int32_t sum = 0;
         const int64_t at = j * L.groups + g;
         if (L.scales_bf16) {  // kept as bf16: exact, and half the bytes
-          reinterpret_cast<uint16_t*>(out + L.off_scales)[g * L.n_pad + j] =
+          reinterpret_cast<uint16_t*>(out + L.off_scales)[w4_group_index(L.groups, g, j)] =
               j < L.n ? static_cast<const uint16_t*>(scales)[at] : uint16_t{0};
         } else {
-          reinterpret_cast<float*>(out + L.off_scales)[g * L.n_pad + j] =
+          reinterpret_cast<float*>(out + L.off_scales)[w4_group_index(L.groups, g, j)] =
               j >= L.n ? 0.0f
               : scales_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(scales)[at])
                             : static_cast<const float*>(scales)[at];
@@ -88,9 +88,9 @@ void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scal
           }
         }
         if (colsum16(L)) {
-          reinterpret_cast<int16_t*>(out + L.off_colsum)[g * L.n_pad + j] = static_cast<int16_t>(sum);
+          reinterpret_cast<int16_t*>(out + L.off_colsum)[w4_group_index(L.groups, g, j)] = static_cast<int16_t>(sum);
         } else {
-          reinterpret_cast<int32_t*>(out + L.off_colsum)[g * L.n_pad + j] = sum;
+          reinterpret_cast<int32_t*>(out + L.off_colsum)[w4_group_index(L.groups, g, j)] = sum;
         }
       }
       if (L.has_bias) reinterpret_cast<float*>(out + L.off_bias)[j] = j < L.n ? bias[j] : 0.0f;

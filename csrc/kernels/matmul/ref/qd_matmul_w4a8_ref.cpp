@@ -31,7 +31,7 @@ void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_en
             const int32_t w = ((kk % 8 < 4) ? (byte & 0xF) : (byte >> 4)) - 8;
             iacc += (q[kk] - args.zp[r]) * w;
           }
-          acc = acc + static_cast<float>(iacc) * scale_at(g * L.n_pad + j);
+          acc = acc + static_cast<float>(iacc) * scale_at(w4_group_index(L.groups, g, j));
         }
         float y = acc * args.recip[r];
         if (bias) y = y + bias[j];
