@@ -50,6 +50,9 @@ void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t pan
 #ifdef QD_HAVE_AVX512VNNI
   if (isa == Isa::kAvx512Vnni) return w4a8_panels_avx512vnni(args, panel_begin, panel_end);
 #endif
+#ifdef QD_HAVE_AVX2
+  if (isa == Isa::kAvx2) return w4a8_panels_avx2(args, panel_begin, panel_end);
+#endif
   (void)isa;
   w4a8_panels_ref(args, panel_begin, panel_end);
 }
