@@ -152,6 +152,8 @@ def test_pack_errors():
         torch_qdev.dyn_quant_pack_4bit_weight(w_u8, s, None, 16, K, N)
     with pytest.raises(RuntimeError, match="weights must be uint8"):
         torch_qdev.dyn_quant_pack_4bit_weight(w_u8.to(torch.int8), s, None, 32, K, N)
+    with pytest.raises(RuntimeError, match="same device"):
+        torch_qdev.dyn_quant_pack_4bit_weight(w_u8.qdev(), s.qdev(), torch.ones(N), 32, K, N)
     with pytest.raises(RuntimeError, match="Expected bias length to match output dimension"):
         torch_qdev.dyn_quant_pack_4bit_weight(w_u8, s, torch.ones(5), 32, K, N)
     with pytest.raises(RuntimeError, match="expect input to be float32 or bfloat16"):

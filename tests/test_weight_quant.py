@@ -101,6 +101,9 @@ def test_batch_rules_and_errors():
         torch_qdev.npu_weight_quant_batchmatmul(torch.randn(3, 32).half(), w[0], s, antiquant_group_size=16)
     with pytest.raises(RuntimeError, match="quant_offset cannot exist in isolation from quant_scale"):
         torch_qdev.npu_weight_quant_batchmatmul(torch.randn(3, 32).half(), w[0], s, quant_offset=torch.ones(1))
+    with pytest.raises(RuntimeError, match="same device"):
+        torch_qdev.npu_weight_quant_batchmatmul(torch.randn(3, 32).half().qdev(), w[0].qdev(), s.qdev(),
+                                                bias=torch.ones(16).half())
     with pytest.raises(RuntimeError, match="inner_precise only support 0 or 1. but is:2"):
         torch_qdev.npu_weight_quant_batchmatmul(torch.randn(3, 32).half(), w[0], s, inner_precise=2)
 

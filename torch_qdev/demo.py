@@ -74,6 +74,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"A8W8 LinearQuant ({torch_qdev.get_npu_format(qlin.weight).name} int8 weight, "
           f"{torch_qdev._C._get_cpu_isa()} kernels): relative error vs fp32 {rel * 100:.2f}%")
 
+    # W4A8 dynamic: int4 weights in groups of 32, per-token int8 activations (aten._dyn_quant_* numerics).
+    from torch_qdev.contrib.module import LinearW4A8Dynamic
+
+    w4 = LinearW4A8Dynamic.from_float(lin, group_size=32)
+    y4 = w4(xq)
+    rel4 = ((y4 - y1).norm() / y1.norm()).item()
+    print(f"W4A8 LinearW4A8Dynamic (int4 g32, {w4.packed_weight.numel() / 2**10:.0f} KiB packed vs "
+          f"{lin.weight.numel() * 4 / 2**10:.0f} KiB fp32): relative error vs fp32 {rel4 * 100:.2f}%")
+
     if args.compile:
         t0 = time.perf_counter()
         compiled = torch.compile(model)

@@ -54,7 +54,9 @@ at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::
     TORCH_CHECK(bias->numel() == out_features, "Expected bias length to match output dimension (",
                 out_features, "), but it has ", bias->numel(), " elements");
   }
-  for (const at::Tensor* t : {&scales}) {
+  const at::Tensor no_tensor;
+  for (const at::Tensor* t : {&scales, has_bias ? &*bias : &no_tensor}) {
+    if (!t->defined()) continue;
     TORCH_CHECK(t->device() == weights.device(), "Expected all tensors to be on the same device, but found at "
                 "least two devices, ", weights.device(), " and ", t->device(), "!");
   }

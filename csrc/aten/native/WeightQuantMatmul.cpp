@@ -94,6 +94,11 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
     TORCH_CHECK(t->device() == x.device(), "Expected all tensors to be on the same device, but found at least "
                 "two devices, ", x.device(), " and ", t->device(), "!");
   }
+  for (const auto* t : {&antiquant_offset, &quant_scale, &quant_offset, &bias}) {
+    if (!defined(*t)) continue;
+    TORCH_CHECK((*t)->device() == x.device(), "Expected all tensors to be on the same device, but found at "
+                "least two devices, ", x.device(), " and ", (*t)->device(), "!");
+  }
   std::optional<c10::DeviceGuard> guard;
   if (x.device().type() == c10::DeviceType::PrivateUse1) {
     guard.emplace(x.device());
