@@ -142,6 +142,21 @@ def test_results_stay_on_input_device():
     assert torch.qdev.current_device() == 0
 
 
+def test_fallback_warn_names_ops_once():
+    from conftest import run_python
+
+    r = run_python("""
+        import torch
+        x = torch.ones(3, device='qdev')
+        for _ in range(3):
+            torch.sigmoid(x)
+    """, env={"QDEV_FALLBACK_WARN": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("aten::sigmoid") == 1 and "has no qdev kernel" in r.stderr
+    quiet = run_python("import torch; torch.sigmoid(torch.ones(3, device='qdev'))")
+    assert "has no qdev kernel" not in quiet.stderr
+
+
 def test_printing():
     s = str(torch.tensor([1.5, -2.0], device="qdev"))
     assert "device='qdev:0'" in s and "1.5" in s

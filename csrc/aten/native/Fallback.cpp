@@ -24,7 +24,9 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -254,7 +256,28 @@ class FallbackCall {
 
 }  // namespace
 
+// QDEV_FALLBACK_WARN=1 names every op that runs through this fallback (once per
+// op), to find the ops worth a native qdev kernel.
+bool warn_on_fallback() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("QDEV_FALLBACK_WARN");
+    return env != nullptr && *env != '\0' && std::strcmp(env, "0") != 0;
+  }();
+  return enabled;
+}
+
+void note_fallback(const c10::OperatorHandle& op) {
+  static std::mutex mu;
+  static std::unordered_set<std::string>* seen = new std::unordered_set<std::string>();
+  const std::string name = c10::toString(op.schema().operator_name());
+  std::lock_guard<std::mutex> lock(mu);
+  if (seen->insert(name).second) {
+    TORCH_WARN("qdev: ", name, " has no qdev kernel and runs the CPU kernel on qdev memory (QDEV_FALLBACK_WARN)");
+  }
+}
+
 void cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  if (warn_on_fallback()) note_fallback(op);
   FallbackCall(op).run(stack);
 }
 
