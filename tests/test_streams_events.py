@@ -1,6 +1,7 @@
 """Streams and events: torch.qdev.Stream/Event, torch.Stream/torch.Event, ordering."""
 from __future__ import annotations
 
+import gc
 import time
 
 import pytest
@@ -127,6 +128,8 @@ def test_synchronize_all_streams_of_device():
 
 
 def test_record_stream_delays_reuse_until_the_stream_is_done():
+    gc.collect()  # no stray 1 MiB blocks may enter the cache during the test
+    torch.qdev.empty_cache()
     s = torch.qdev.Stream()
     x = torch.empty(1 << 18, device="qdev")  # 1 MiB block of the default stream
     ptr = x.data_ptr()

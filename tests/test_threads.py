@@ -1,9 +1,17 @@
 """Several Python threads using qdev at once."""
 from __future__ import annotations
 
+import gc
 import threading
 
 import torch
+
+
+def setup_function():
+    # Garbage from earlier tests (e.g. exception tracebacks holding tensors) must not be
+    # collected in the middle of an allocator-accounting test.
+    gc.collect()
+    torch.qdev.empty_cache()
 
 
 def test_concurrent_compute_allocation_and_devices():
