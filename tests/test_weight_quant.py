@@ -118,8 +118,35 @@ def test_linear_weight_quant_module_and_fake():
     m.weight.data, m.antiquant_scale.data, m.antiquant_offset.data, m.bias.data = (
         w.qdev(), scale.qdev(), offset.qdev(), bias.qdev())
     x = torch.randn(4, 64, generator=gen).half()
-    y = m(x.qdev())
-    assert torch.equal(y.cpu(), golden(x, w.t(), scale.t(), offset.t(), bias, 32))
+    y = m(x.qdev())  # decode-sized: the fused GEMV (its fp32 summation order differs from MKL's)
+    torch.testing.assert_close(y.cpu(), golden(x, w.t(), scale.t(), offset.t(), bias, 32), rtol=2e-3, atol=2e-3)
     torch.library.opcheck(torch.ops.qdev.npu_weight_quant_batchmatmul.default,
                           (x.qdev(), w.t().qdev(), scale.t().contiguous().qdev(), offset.t().contiguous().qdev(),
                            None, None, bias.qdev(), 32, 0, None))
+
+
+@pytest.mark.parametrize("isa", torch_qdev._C._supported_cpu_isas())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("group", [0, 32])
+def test_fused_gemv_path_every_isa(isa, dtype, group):
+    """M <= 16 with an nn.Linear-layout int8 weight runs the fused GEMV kernel."""
+    gen = torch.Generator().manual_seed(6)
+    m, k, n = 7, 200 if group == 0 else 192, 40
+    x = torch.randn(m, k, generator=gen).to(dtype)
+    w_nk = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=gen)
+    shape = (n,) if group == 0 else (k // group, n)
+    scale = (torch.rand(shape, generator=gen) * 0.02).to(dtype)
+    offset = torch.randn(shape, generator=gen).to(dtype)
+    previous = torch_qdev._C._get_cpu_isa()
+    torch_qdev._C._set_cpu_isa(isa)
+    try:
+        got = torch_qdev.npu_weight_quant_batchmatmul(x.qdev(), w_nk.qdev().t(), scale.qdev(), offset.qdev(),
+                                                      antiquant_group_size=group)
+        big = torch_qdev.npu_weight_quant_batchmatmul(x.repeat(3, 1), w_nk.t(), scale, offset,
+                                                      antiquant_group_size=group)  # M = 21: dequantize + matmul
+    finally:
+        torch_qdev._C._set_cpu_isa(previous)
+    expected = golden(x, w_nk.t(), scale, offset, group=group)
+    tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
+    torch.testing.assert_close(got.cpu(), expected, rtol=tol, atol=tol)
+    assert torch.equal(big[:m], expected)

@@ -8,8 +8,10 @@
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/ops/where.h>
+#include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
 
+#include "../../kernels/matmul/qd_wq_gemv.h"
 #include "../../runtime/QdevStream.h"
 #include "QdevFormat.h"
 #include "QuantCommon.h"
@@ -38,6 +40,36 @@ bool is_transpose_last_two(const at::Tensor& t) {
   const int64_t r = t.size(-2), c = t.size(-1);
   if (r == 1 && c == 1) return false;
   return t.stride(-2) == 1 && t.stride(-1) == r;
+}
+
+// int8 output: the CANN requant of a float result (19-bit scale, 9-bit offset).
+at::Tensor requant_int8(const at::Tensor& y, const std::optional<at::Tensor>& quant_scale,
+                        const std::optional<at::Tensor>& quant_offset, const at::Tensor& like) {
+  const at::Tensor qs = logical_host_view(*quant_scale);
+  std::vector<float> sv, ov;
+  if (qs.scalar_type() == at::kLong) {
+    const at::Tensor c = qs.contiguous().reshape({-1});
+    for (int64_t i = 0; i < c.numel(); ++i) {
+      sv.push_back(unpack_scale(c.const_data_ptr<int64_t>()[i]));
+      ov.push_back(static_cast<float>(unpack_offset(c.const_data_ptr<int64_t>()[i])));
+    }
+  } else {
+    const at::Tensor c = qs.to(at::kFloat).contiguous().reshape({-1});
+    for (int64_t i = 0; i < c.numel(); ++i) sv.push_back(bits_float(fp19_bits(c.const_data_ptr<float>()[i], 0)));
+    ov.assign(sv.size(), 0.0f);
+    if (quant_offset.has_value() && quant_offset->defined()) {
+      const at::Tensor oc = logical_host_view(*quant_offset).to(at::kFloat).contiguous().reshape({-1});
+      ov.assign(static_cast<size_t>(oc.numel()), 0.0f);
+      for (int64_t i = 0; i < oc.numel(); ++i) {
+        ov[static_cast<size_t>(i)] = static_cast<float>(offset9(oc.const_data_ptr<float>()[i]));
+      }
+    }
+  }
+  const at::Tensor s_f = at::tensor(sv, at::kFloat), o_f = at::tensor(ov, at::kFloat);
+  const at::Tensor v = y.mul(s_f).clamp(-256, 255).round().add(o_f).clamp(-128, 127).to(at::kChar);
+  at::Tensor out = at::empty(v.sizes(), like.options().dtype(at::kChar));
+  logical_host_view(out).copy_(v);
+  return out;
 }
 
 }  // namespace
@@ -146,6 +178,53 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
                 "antiquant_scale must be (1,), (n,) or (1, n) without antiquant_group_size, but it is ",
                 antiquant_scale.sizes());
   }
+  // Decode-sized M with an nn.Linear-layout int8 weight (x2 = weight.t()): the fused GEMV
+  // streams the int8 weight once instead of materialising the dequantized matrix.
+  const at::Tensor x_host = logical_host_view(x);
+  const int64_t rows = x.numel() / std::max<int64_t>(xk, 1);
+  if (!int64_scale && wt == at::kChar && w.dim() == 2 && is_transpose_last_two(w) && rows > 0 && rows <= 16 &&
+      n > 0 && xk > 0) {
+    const int64_t groups = G > 0 ? (wk + G - 1) / G : 1;
+    const auto widen = [&](const at::Tensor& t) {  // (1 or groups, 1 or n) -> contiguous [groups][n] fp32
+      return t.to(xdt).to(at::kFloat).expand({groups, n}).contiguous();
+    };
+    const at::Tensor s_rows = G > 0 ? logical_host_view(antiquant_scale).reshape({-1, n}) : scale;
+    const at::Tensor o_rows = !off.defined() ? at::Tensor()
+                              : G > 0 ? logical_host_view(*antiquant_offset).reshape({-1, n}) : off;
+    const at::Tensor s_f = widen(s_rows);
+    const at::Tensor o_f = o_rows.defined() ? widen(o_rows) : at::Tensor();
+    const at::Tensor xr = x_host.reshape({rows, xk}).contiguous();
+    const at::Tensor w_nk = w.transpose(-1, -2);  // contiguous (n, k)
+    at::Tensor y = at::empty({rows, n}, xr.options().dtype(at::kFloat));
+    ::qdev::kernels::WqGemvArgs args;
+    args.m = rows;
+    args.n = n;
+    args.k = xk;
+    args.group = G > 0 ? G : xk;
+    args.x = reinterpret_cast<const uint16_t*>(xr.const_data_ptr());
+    args.ldx = xk;
+    args.bf16 = xdt == at::kBFloat16;
+    args.w = w_nk.const_data_ptr<int8_t>();
+    args.ldw = w_nk.stride(0);
+    args.scale = s_f.const_data_ptr<float>();
+    args.offset = o_f.defined() ? o_f.const_data_ptr<float>() : nullptr;
+    args.y = y.mutable_data_ptr<float>();
+    args.ldy = n;
+    const auto isa = ::qdev::kernels::active_isa();
+    at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) { ::qdev::kernels::wq_gemv(isa, args, n0, n1); });
+    auto out_sizes = x.sizes().vec();
+    out_sizes.back() = n;
+    y = y.reshape(out_sizes);
+    if (defined(bias)) y = y.add(logical_host_view(*bias).to(at::kFloat));
+    if (xdt == at::kBFloat16) y = y.to(at::kBFloat16).to(at::kFloat);
+    if (!defined(quant_scale)) {
+      at::Tensor out = at::empty(y.sizes(), x.options().dtype(xdt));
+      logical_host_view(out).copy_(y);
+      return out;
+    }
+    return requant_int8(y, quant_scale, quant_offset, x);
+  }
+
   // W' = (W + offset) * scale, each step rounded to x's dtype (CANN's golden).
   at::Tensor wd = w.to(xdt).contiguous();  // one layout, one fp32 summation order
   if (off.defined()) wd = wd.add(off.to(xdt));
@@ -164,38 +243,8 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
   }
   if (defined(bias)) y = y.add(logical_host_view(*bias).to(at::kFloat));
   if (xdt == at::kBFloat16) y = y.to(at::kBFloat16).to(at::kFloat);
-  at::Tensor result;
-  if (defined(quant_scale)) {
-    // int8 output with the CANN requant of a float result (19-bit scale, 9-bit offset).
-    const at::Tensor qs = logical_host_view(*quant_scale);
-    at::Tensor s_f, o_f;
-    if (qs.scalar_type() == at::kLong) {
-      std::vector<float> sv, ov;
-      const at::Tensor c = qs.contiguous().reshape({-1});
-      for (int64_t i = 0; i < c.numel(); ++i) {
-        sv.push_back(unpack_scale(c.const_data_ptr<int64_t>()[i]));
-        ov.push_back(static_cast<float>(unpack_offset(c.const_data_ptr<int64_t>()[i])));
-      }
-      s_f = at::tensor(sv, at::kFloat);
-      o_f = at::tensor(ov, at::kFloat);
-    } else {
-      const at::Tensor c = qs.to(at::kFloat).contiguous().reshape({-1});
-      std::vector<float> sv;
-      for (int64_t i = 0; i < c.numel(); ++i) sv.push_back(bits_float(fp19_bits(c.const_data_ptr<float>()[i], 0)));
-      s_f = at::tensor(sv, at::kFloat);
-      std::vector<float> ov(sv.size(), 0.0f);
-      if (defined(quant_offset)) {
-        const at::Tensor oc = logical_host_view(*quant_offset).to(at::kFloat).contiguous().reshape({-1});
-        ov.assign(static_cast<size_t>(oc.numel()), 0.0f);
-        for (int64_t i = 0; i < oc.numel(); ++i) ov[static_cast<size_t>(i)] = static_cast<float>(offset9(oc.const_data_ptr<float>()[i]));
-      }
-      o_f = at::tensor(ov, at::kFloat);
-    }
-    at::Tensor v = y.mul(s_f).clamp(-256, 255).round().add(o_f).clamp(-128, 127);
-    result = v.to(at::kChar);
-  } else {
-    result = y.to(xdt);
-  }
+  if (defined(quant_scale)) return requant_int8(y, quant_scale, quant_offset, x);
+  const at::Tensor result = y.to(xdt);
   at::Tensor out = at::empty(result.sizes(), x.options().dtype(result.scalar_type()));
   logical_host_view(out).copy_(result);
   return out;
