@@ -12,6 +12,7 @@
 #include "../../kernels/quant/qd_quant_rows.h"
 #include "../../runtime/QdevStream.h"
 #include "QdevFormat.h"
+#include "QuantCommon.h"
 #include "QuantOps.h"
 
 namespace at::native::qdev {
@@ -27,11 +28,9 @@ struct DqPlan {
   int64_t h = 0;
 };
 
-bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
-
 DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& smooth,
                           const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
-                          c10::string_view quant_mode, double dst_type_max, bool asymmetric) {
+                          c10::string_view quant_mode, double dst_type_max) {
   DqPlan p;
   TORCH_CHECK(x.dim() > 1, "Input shape dim should be greater than 1");
   const auto xt = x.scalar_type();
@@ -66,7 +65,6 @@ DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& 
                 std::string(quant_mode));
   }
   p.h = x.size(-1);
-  const int64_t rows = x.numel() / std::max<int64_t>(p.h, 1);
   if (defined(group_index)) {
     TORCH_CHECK(p.mode == Mode::kPerToken, "group_index is only supported with quant_mode pertoken");
     TORCH_CHECK(defined(smooth) && smooth->dim() == 2 && smooth->size(1) == p.h,
@@ -86,8 +84,6 @@ DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& 
     TORCH_CHECK(smooth->device() == x.device(), "Expected all tensors to be on the same device, but "
                 "found at least two devices, ", x.device(), " and ", smooth->device(), "!");
   }
-  (void)rows;
-  (void)asymmetric;
   p.y_shape = x.sizes().vec();
   if (p.int4) p.y_shape.back() /= 8;
   switch (p.mode) {
@@ -178,12 +174,7 @@ std::vector<at::Tensor> quant_rows_fast(const at::Tensor& input, const std::opti
   if (p.int4) {
     const int8_t* src = q8.const_data_ptr<int8_t>();
     uint32_t* dst = reinterpret_cast<uint32_t*>(logical_host_view(y).mutable_data_ptr<int32_t>());
-    const int64_t words = rows * p.h / 8;
-    for (int64_t i = 0; i < words; ++i) {
-      uint32_t w = 0;
-      for (int j = 0; j < 8; ++j) w |= (static_cast<uint32_t>(src[i * 8 + j]) & 0xFu) << (4 * j);
-      dst[i] = w;
-    }
+    pack_int4_words(src, dst, rows * p.h / 8);
   }
   if (asym) return {y, scale, offset};
   return {y, scale};
@@ -194,7 +185,7 @@ std::vector<at::Tensor> run_dynamic_quant(const at::Tensor& input,
                                           const std::optional<at::Tensor>& group_index,
                                           std::optional<int64_t> dst_type, c10::string_view quant_mode,
                                           double dst_type_max, bool asym) {
-  const DqPlan p = plan_dynamic_quant(input, smooth, group_index, dst_type, quant_mode, dst_type_max, asym);
+  const DqPlan p = plan_dynamic_quant(input, smooth, group_index, dst_type, quant_mode, dst_type_max);
   const bool on_qdev = input.device().type() == c10::DeviceType::PrivateUse1;
   std::optional<c10::DeviceGuard> guard;
   if (on_qdev) {
@@ -264,11 +255,7 @@ std::vector<at::Tensor> run_dynamic_quant(const at::Tensor& input,
   at::Tensor y_host = logical_host_view(y), scale_host = logical_host_view(scale);
   if (p.int4) {
     uint32_t* dst = reinterpret_cast<uint32_t*>(y_host.mutable_data_ptr<int32_t>());
-    for (int64_t i = 0; i < total / 8; ++i) {
-      uint32_t w = 0;
-      for (int j = 0; j < 8; ++j) w |= (static_cast<uint32_t>(q[static_cast<size_t>(i * 8 + j)]) & 0xFu) << (4 * j);
-      dst[i] = w;
-    }
+    pack_int4_words(q.data(), dst, total / 8);
   } else {
     int8_t* dst = y_host.mutable_data_ptr<int8_t>();
     for (int64_t i = 0; i < total; ++i) dst[i] = static_cast<int8_t>(q[static_cast<size_t>(i)]);

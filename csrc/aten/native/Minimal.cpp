@@ -61,7 +61,7 @@ at::Tensor make_qdev_tensor(c10::IntArrayRef size, std::optional<c10::IntArrayRe
                                                     c10::DispatchKeySet(c10::DispatchKey::PrivateUse1), meta);
   if (stride.has_value()) {
     t.unsafeGetTensorImpl()->set_sizes_and_strides(size, *stride);
-  } else if (size.size() != 1 || size[0] != 0) {
+  } else {
     t.unsafeGetTensorImpl()->set_sizes_contiguous(size);
   }
   return t;

@@ -1,14 +1,20 @@
 // Numerics shared by the quantized ops: torch_npu's packed int64 scale
-// (npu_trans_quant_param) and its decoding, and small tensor helpers.
+// (npu_trans_quant_param) and its decoding, int4 word (un)packing, and small
+// tensor helpers.
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <string>
 
 #include "../../kernels/common/qd_common.h"
 
@@ -55,6 +61,44 @@ inline float unpack_scale(int64_t packed) {
 inline int32_t unpack_offset(int64_t packed) {
   int32_t o = static_cast<int32_t>((packed >> 37) & 0x1FF);
   return o >= 256 ? o - 512 : o;  // sign-extend 9 bits
+}
+
+inline bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
+// "torch.int8" etc., as torch_npu's messages spell dtypes.
+inline std::string dtype_name(at::ScalarType t) {
+  return std::string("torch.") + std::string(c10::getDtypeNames(t).first);
+}
+
+// torch_npu's int4 layout: 8 signed nibbles per int32 word, LSB first. The
+// values are in [-8, 7] already; only their low 4 bits are kept.
+template <typename T>
+inline void pack_int4_words(const T* values, uint32_t* words, int64_t n_words) {
+  for (int64_t i = 0; i < n_words; ++i) {
+    uint32_t w = 0;
+    for (int j = 0; j < 8; ++j) w |= (static_cast<uint32_t>(values[i * 8 + j]) & 0xFu) << (4 * j);
+    words[i] = w;
+  }
+}
+
+// int32 words of 8 int4 along the last dim -> a CPU int8 tensor, last dim x8.
+inline at::Tensor unpack_int4(const at::Tensor& packed) {
+  const at::Tensor src = packed.contiguous();
+  auto sizes = src.sizes().vec();
+  sizes.back() *= 8;
+  at::Tensor out = at::empty(sizes, src.options().dtype(at::kChar).device(at::kCPU));
+  const uint32_t* s = reinterpret_cast<const uint32_t*>(src.const_data_ptr<int32_t>());
+  int8_t* d = out.mutable_data_ptr<int8_t>();
+  at::parallel_for(0, src.numel(), 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const uint32_t w = s[i];
+      for (int j = 0; j < 8; ++j) {
+        const int32_t nib = static_cast<int32_t>((w >> (4 * j)) & 0xFu);
+        d[i * 8 + j] = static_cast<int8_t>(nib > 7 ? nib - 16 : nib);
+      }
+    }
+  });
+  return out;
 }
 
 }  // namespace at::native::qdev

@@ -31,7 +31,6 @@ namespace {
 
 namespace k = ::qdev::kernels;
 
-std::string dtype_name(at::ScalarType t) { return std::string("torch.") + std::string(c10::getDtypeNames(t).first); }
 
 // torch_npu's custom dtype ints (256 + aclDataType): all Ascend-950-only formats.
 const char* npu_custom_dtype_name(int64_t v) {
@@ -67,7 +66,6 @@ at::ScalarType resolve_output_dtype(std::optional<int64_t> output_dtype) {
   return t;
 }
 
-bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
 struct Plan {
   bool a4w4 = false;
@@ -278,26 +276,6 @@ Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Ten
   return p;
 }
 
-// int32 holding 8 int4 (LSB first) -> int8, last dim x8.
-at::Tensor unpack_int4(const at::Tensor& packed) {
-  const at::Tensor src = packed.contiguous();
-  auto sizes = src.sizes().vec();
-  sizes.back() *= 8;
-  at::Tensor out = at::empty(sizes, src.options().dtype(at::kChar).device(at::kCPU));
-  const uint32_t* s = reinterpret_cast<const uint32_t*>(src.const_data_ptr<int32_t>());
-  int8_t* d = out.mutable_data_ptr<int8_t>();
-  const int64_t n = src.numel();
-  at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const uint32_t w = s[i];
-      for (int j = 0; j < 8; ++j) {
-        const int32_t nib = static_cast<int32_t>((w >> (4 * j)) & 0xFu);
-        d[i * 8 + j] = static_cast<int8_t>(nib > 7 ? nib - 16 : nib);
-      }
-    }
-  });
-  return out;
-}
 
 // A CPU tensor with t's logical values (qdev memory is host memory).
 at::Tensor host_view(const at::Tensor& t) { return logical_host_view(t); }

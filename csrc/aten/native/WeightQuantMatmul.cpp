@@ -3,11 +3,9 @@
 // The weight-only matmul dequantizes with ATen ops on host views (exact
 // rounding rules, no fused kernel yet).
 #include <ATen/ops/empty.h>
-#include <ATen/ops/arange.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/tensor.h>
-#include <ATen/ops/where.h>
 #include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
 
@@ -19,21 +17,6 @@
 
 namespace at::native::qdev {
 namespace {
-
-bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
-
-std::string dtype_name(at::ScalarType t) { return std::string("torch.") + std::string(c10::getDtypeNames(t).first); }
-
-// int32 words of 8 nibbles along the last dim (LSB first) -> int8 values, last dim x8.
-at::Tensor unpack_nibbles(const at::Tensor& packed) {
-  const at::Tensor w = packed.contiguous();
-  const at::Tensor shifts = at::arange(0, 32, 4, w.options().dtype(at::kInt));
-  at::Tensor nib = w.unsqueeze(-1).bitwise_right_shift(shifts).bitwise_and(0xF);
-  nib = at::where(nib.gt(7), nib.sub(16), nib);
-  auto sizes = w.sizes().vec();
-  sizes.back() *= 8;
-  return nib.reshape(sizes).to(at::kChar);
-}
 
 bool is_transpose_last_two(const at::Tensor& t) {
   if (t.dim() < 2) return false;
@@ -94,11 +77,7 @@ at::Tensor npu_convert_weight_to_int4pack(const at::Tensor& weight, int64_t inne
   at::Tensor host = logical_host_view(out);
   const int32_t* src = w.const_data_ptr<int32_t>();
   uint32_t* dst = reinterpret_cast<uint32_t*>(host.mutable_data_ptr<int32_t>());
-  for (int64_t i = 0; i < host.numel(); ++i) {
-    uint32_t word = 0;
-    for (int j = 0; j < 8; ++j) word |= (static_cast<uint32_t>(src[i * 8 + j]) & 0xFu) << (4 * j);
-    dst[i] = word;
-  }
+  pack_int4_words(src, dst, host.numel());
   // torch_npu re-lays an NZ input's result out as NZ with C0 = 8.
   return nz ? npu_format_cast(out, format::kFractalNZ, 3, std::nullopt) : out;
 }
@@ -140,7 +119,7 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
   at::Tensor w;
   if (wt == at::kInt) {
     const at::Tensor hw = logical_host_view(weight);
-    w = is_transpose_last_two(hw) ? unpack_nibbles(hw.transpose(-1, -2)).transpose(-1, -2) : unpack_nibbles(hw);
+    w = is_transpose_last_two(hw) ? unpack_int4(hw.transpose(-1, -2)).transpose(-1, -2) : unpack_int4(hw);
   } else {
     w = logical_host_view(weight);
   }

@@ -14,7 +14,6 @@ void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_en
     return L.scales_bf16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(args.packed + L.off_scales)[idx])
                          : reinterpret_cast<const float*>(args.packed + L.off_scales)[idx];
   };
-  const bool cs16 = w4_colsum16(L);
   const float* bias = L.has_bias ? reinterpret_cast<const float*>(args.packed + L.off_bias) : nullptr;
   for (int64_t p = panel_begin; p < panel_end; ++p) {
     const uint8_t* panel = nib + p * w4_panel_bytes(L.k_pad);
@@ -43,7 +42,6 @@ void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_en
       }
     }
   }
-  (void)cs16;
 }
 
 void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t panel_end) {
