@@ -97,7 +97,9 @@ def test_ops_see_logical_values():
     assert torch.equal(y[1:3, 2:6].cpu(), x[1:3, 2:6])
     assert torch.equal(y.t().contiguous().cpu(), x.t().contiguous())
     assert y[2, 3].item() == x[2, 3].item()
-    assert "device='qdev:0'" in str(y) and f"{x[0, 0].item():.4f}" in str(y)
+    # The whole printout is the CPU one plus the device; only line wrapping may differ.
+    # (Checking one formatted element failed whenever torch chose scientific notation.)
+    assert str(y).split() == (str(x)[:-1] + ", device='qdev:0')").split()
     assert torch.equal(y.to("qdev:1").cpu(), x)
 
 
