@@ -10,6 +10,14 @@
 #define QD_X86 1
 #endif
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#define QD_ARM64_LINUX 1
+// The kernel's bit numbers (asm/hwcap.h), spelled out for older libc headers.
+constexpr unsigned long kHwcapAsimdDotprod = 1ul << 20;  // HWCAP_ASIMDDP: sdot/udot
+constexpr unsigned long kHwcap2I8mm = 1ul << 13;         // HWCAP2_I8MM: smmla/usdot
+#endif
+
 namespace qdev::kernels {
 namespace {
 
@@ -24,6 +32,8 @@ uint64_t xgetbv0() {
 struct Features {
   bool avx2 = false;
   bool avx512vnni = false;
+  bool neon_dotprod = false;
+  bool neon_i8mm = false;
 };
 
 Features probe() {
@@ -44,6 +54,12 @@ Features probe() {
   f.avx2 = ymm_state && avx2 && fma && f16c;
   f.avx512vnni = f.avx2 && zmm_state && avx512f && avx512dq && avx512bw && avx512vl && vnni;
 #endif
+#ifdef QD_ARM64_LINUX
+  const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
+  f.neon_dotprod = (hwcap & kHwcapAsimdDotprod) != 0;
+  // The i8mm variant runs its single-row tiles with sdot, so it needs both.
+  f.neon_i8mm = f.neon_dotprod && (hwcap2 & kHwcap2I8mm) != 0;
+#endif
   return f;
 }
 
@@ -59,17 +75,35 @@ Isa best_supported() {
   return Isa::kRef;
 }
 
+bool is_arm(Isa isa) { return isa == Isa::kNeonDotprod || isa == Isa::kNeonI8mm; }
+
+// Position in its architecture's chain (ref = 0), for the QDEV_CPU_ISA cap.
+int chain_rank(Isa isa) {
+  switch (isa) {
+    case Isa::kRef: return 0;
+    case Isa::kAvx2: case Isa::kNeonDotprod: return 1;
+    case Isa::kAvx512Vnni: case Isa::kNeonI8mm: return 2;
+  }
+  return 0;
+}
+
 Isa initial_isa() {
   Isa best = best_supported();
   const char* env = std::getenv("QDEV_CPU_ISA");
   if (env == nullptr || *env == '\0') return best;
   Isa requested;
   if (!parse_isa(env, &requested)) {
-    std::fprintf(stderr, "torch_qdev: ignoring unknown QDEV_CPU_ISA='%s' (ref|avx2|avx512vnni)\n", env);
+    std::fprintf(stderr,
+                 "torch_qdev: ignoring unknown QDEV_CPU_ISA='%s' (ref|avx2|avx512vnni|neon_dotprod|neon_i8mm)\n",
+                 env);
+    return best;
+  }
+  if (requested != Isa::kRef && best != Isa::kRef && is_arm(requested) != is_arm(best)) {
+    std::fprintf(stderr, "torch_qdev: ignoring QDEV_CPU_ISA='%s': not a variant of this CPU architecture\n", env);
     return best;
   }
   // A cap: asking for more than the machine has gives the best it has.
-  return static_cast<int>(requested) < static_cast<int>(best) ? requested : best;
+  return chain_rank(requested) < chain_rank(best) ? requested : best;
 }
 
 std::atomic<int>& active() {
@@ -84,6 +118,8 @@ const char* isa_name(Isa isa) {
     case Isa::kRef: return "ref";
     case Isa::kAvx2: return "avx2";
     case Isa::kAvx512Vnni: return "avx512vnni";
+    case Isa::kNeonDotprod: return "neon_dotprod";
+    case Isa::kNeonI8mm: return "neon_i8mm";
   }
   return "unknown";
 }
@@ -110,6 +146,18 @@ bool isa_supported(Isa isa) {
     case Isa::kAvx512Vnni:
 #ifdef QD_HAVE_AVX512VNNI
       return features().avx512vnni;
+#else
+      return false;
+#endif
+    case Isa::kNeonDotprod:
+#ifdef QD_HAVE_NEON_DOTPROD
+      return features().neon_dotprod;
+#else
+      return false;
+#endif
+    case Isa::kNeonI8mm:
+#if defined(QD_HAVE_NEON_I8MM) && defined(QD_HAVE_NEON_DOTPROD)
+      return features().neon_i8mm;
 #else
       return false;
 #endif

@@ -81,6 +81,9 @@ static inline int64_t qgemm_num_panels(int64_t n) { return (n + kNzCols - 1) / k
 void qgemm_panels_ref(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);
 void qgemm_panels_avx2(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);
 void qgemm_panels_avx512vnni(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);
+// aarch64: sdot tiles (decode-shaped), and smmla tiles for m >= 2 (prefill).
+void qgemm_panels_neon_dotprod(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);
+void qgemm_panels_neon_i8mm(const QGemmArgs& args, int64_t panel_begin, int64_t panel_end);
 
 // The AVX-512 output stage (compiled in the VNNI translation unit).
 void qgemm_epilogue_avx512vnni(const QGemmArgs& args, const int32_t* tile, int64_t ld_tile, int64_t r0,

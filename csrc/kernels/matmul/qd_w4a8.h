@@ -104,5 +104,7 @@ void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t pan
 void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
 void w4a8_panels_avx2(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
 void w4a8_panels_avx512vnni(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
+void w4a8_panels_neon_dotprod(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
+void w4a8_panels_neon_i8mm(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
 
 }  // namespace qdev::kernels

@@ -51,6 +51,12 @@ void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t pan
 #ifdef QD_HAVE_AVX2
   if (isa == Isa::kAvx2) return w4a8_panels_avx2(args, panel_begin, panel_end);
 #endif
+#ifdef QD_HAVE_NEON_DOTPROD
+  if (isa == Isa::kNeonDotprod) return w4a8_panels_neon_dotprod(args, panel_begin, panel_end);
+#endif
+#if defined(QD_HAVE_NEON_I8MM) && defined(QD_HAVE_NEON_DOTPROD)
+  if (isa == Isa::kNeonI8mm) return w4a8_panels_neon_i8mm(args, panel_begin, panel_end);
+#endif
   (void)isa;
   w4a8_panels_ref(args, panel_begin, panel_end);
 }

@@ -1,0 +1,415 @@
+// C++ tests of the torch-free kernels: every SIMD variant that is compiled in and
+// supported by this CPU against the scalar reference, bit for bit, on the kinds of
+// cases the Python tests use (odd m/n/k, m = 1, every epilogue, W4A8 channelwise
+// and groups 32/64/128, bias or not); the reference itself against a naive loop.
+// No torch and no test framework, so the same file runs natively and, cross
+// compiled, under qemu-aarch64.
+//
+//   qdev_kernel_tests                      run every check
+//   qdev_kernel_tests --expect-isa NAME    only check that the active variant
+//                                          (CPU probe + QDEV_CPU_ISA cap) is NAME
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../common/qd_common.h"
+#include "../common/qd_cpu_features.h"
+#include "../matmul/qd_qgemm.h"
+#include "../matmul/qd_w4a8.h"
+
+namespace k = qdev::kernels;
+
+namespace {
+
+int g_checks = 0, g_failures = 0;
+
+void check(bool ok, const std::string& what) {
+  ++g_checks;
+  if (!ok) {
+    ++g_failures;
+    if (g_failures <= 20) std::fprintf(stderr, "FAIL: %s\n", what.c_str());
+  }
+}
+
+// Deterministic generator (splitmix64), so every platform sees the same data.
+struct Rng {
+  uint64_t state;
+  explicit Rng(uint64_t seed) : state(seed) {}
+  uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  int64_t range(int64_t lo, int64_t hi) { return lo + static_cast<int64_t>(next() % static_cast<uint64_t>(hi - lo + 1)); }
+  float uniform() { return static_cast<float>(next() >> 40) / static_cast<float>(1 << 24); }  // [0, 1)
+  float normal() {  // Box-Muller; only needs to be spread, not exact
+    const float u = uniform() + 1e-7f, v = uniform();
+    return std::sqrt(-2.0f * std::log(u)) * std::cos(6.2831853f * v);
+  }
+};
+
+std::vector<k::Isa> simd_variants() {
+  std::vector<k::Isa> out;
+  for (int i = 1; i < k::kNumIsas; ++i) {
+    if (k::isa_supported(static_cast<k::Isa>(i))) out.push_back(static_cast<k::Isa>(i));
+  }
+  return out;
+}
+
+std::string shape_name(const char* what, int64_t m, int64_t k_, int64_t n) {
+  return std::string(what) + " m=" + std::to_string(m) + " k=" + std::to_string(k_) + " n=" + std::to_string(n);
+}
+
+// --- int8 GEMM --------------------------------------------------------------------
+
+struct GemmEpilogueCase {
+  const char* name;
+  k::QGemmOut out;
+  bool scale, scale_per_column, offset, pertoken, bias_i32, bias_f;
+};
+
+constexpr GemmEpilogueCase kGemmEpilogues[] = {
+    {"int32", k::QGemmOut::kInt32, false, false, false, false, false, false},
+    {"int32+bias", k::QGemmOut::kInt32, false, false, false, false, true, false},
+    {"int8 per-column scale+offset+bias", k::QGemmOut::kInt8, true, true, true, false, true, false},
+    {"int8 per-tensor scale", k::QGemmOut::kInt8, true, false, false, false, false, false},
+    {"fp16 scale+bias_i32", k::QGemmOut::kFloat16, true, true, false, false, true, false},
+    {"bf16 scale+pertoken+bias_f", k::QGemmOut::kBFloat16, true, true, false, true, false, true},
+    {"fp32 per-tensor scale+pertoken+bias_f", k::QGemmOut::kFloat32, true, false, false, true, false, true},
+    {"fp32 no scale", k::QGemmOut::kFloat32, false, false, false, false, false, false},
+};
+
+size_t out_bytes(k::QGemmOut out) {
+  switch (out) {
+    case k::QGemmOut::kInt8: return 1;
+    case k::QGemmOut::kFloat16: case k::QGemmOut::kBFloat16: return 2;
+    default: return 4;
+  }
+}
+
+struct GemmProblem {
+  int64_t m, k, n, lda, ldc;
+  std::vector<int8_t> a, b;  // a: m x k, b: k x n (row-major)
+  std::vector<uint8_t> a_packed;
+  std::vector<int8_t> b_packed;
+  std::vector<int32_t> colsum, offset, bias_i32;
+  std::vector<float> scale, pertoken, bias_f;
+  bool b_has_min = false;
+
+  GemmProblem(int64_t m_, int64_t k_, int64_t n_, int w_min, Rng& rng) : m(m_), k(k_), n(n_) {
+    lda = k::round_up(k, 16) + 16;  // a wider stride than needed, as row blocks may have
+    ldc = n + 3;
+    a.resize(m * k);
+    b.resize(k * n);
+    for (auto& v : a) v = static_cast<int8_t>(rng.range(-128, 127));
+    for (auto& v : b) v = static_cast<int8_t>(rng.range(w_min, 127));
+    a_packed.resize(m * lda);
+    k::pack_a_u8(a.data(), m, k, k, a_packed.data(), lda);
+    b_packed.assign(k::nz_packed_bytes(k, n), 0);
+    colsum.resize(k::round_up(n, 32));
+    k::pack_b_nz_ref(b.data(), k, n, n, 1, b_packed.data(), colsum.data(), 0, n);
+    b_has_min = k::has_int8_min(b.data(), k * n);
+    for (int64_t j = 0; j < n; ++j) {
+      scale.push_back(rng.uniform() * 0.01f);
+      offset.push_back(static_cast<int32_t>(rng.range(-30, 30)));
+      bias_i32.push_back(static_cast<int32_t>(rng.range(-500, 500)));
+      bias_f.push_back(rng.normal());
+    }
+    for (int64_t r = 0; r < m; ++r) pertoken.push_back(rng.uniform() + 0.5f);
+  }
+
+  k::QGemmArgs args(const GemmEpilogueCase& e, void* c) const {
+    k::QGemmArgs g;
+    g.m = m;
+    g.n = n;
+    g.k = k;
+    g.a = a_packed.data();
+    g.lda = lda;
+    g.b = b_packed.data();
+    g.b_colsum = colsum.data();
+    g.b_has_min = b_has_min;
+    g.c = c;
+    g.ldc = ldc;
+    g.ep.out = e.out;
+    if (e.scale) {
+      g.ep.scale = scale.data();
+      g.ep.scale_stride = e.scale_per_column ? 1 : 0;
+    }
+    if (e.offset) {
+      g.ep.offset = offset.data();
+      g.ep.offset_stride = 1;
+    }
+    if (e.pertoken) g.ep.pertoken = pertoken.data();
+    if (e.bias_i32) g.ep.bias_i32 = bias_i32.data();
+    if (e.bias_f) g.ep.bias_f = bias_f.data();
+    return g;
+  }
+
+  // Runs one variant; the panels are split in two calls to exercise panel_begin.
+  std::vector<uint8_t> run(k::Isa isa, const GemmEpilogueCase& e) const {
+    const size_t es = out_bytes(e.out);
+    std::vector<uint8_t> c(static_cast<size_t>(m * ldc) * es, 0xA5);  // gaps keep their fill
+    const k::QGemmArgs g = args(e, c.data());
+    const int64_t panels = k::qgemm_num_panels(n);
+    const int64_t split = panels / 2;
+    k::qgemm_panels(isa, g, 0, split);
+    k::qgemm_panels(isa, g, split, panels);
+    return c;
+  }
+};
+
+void test_qgemm_reference_is_a_matmul() {
+  Rng rng(7);
+  for (auto [m, kk, n] : {std::tuple<int64_t, int64_t, int64_t>{1, 7, 5}, {9, 33, 31}, {17, 200, 100}}) {
+    GemmProblem pr(m, kk, n, -128, rng);
+    const std::vector<uint8_t> c = pr.run(k::Isa::kRef, kGemmEpilogues[1]);
+    bool ok = true;
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t j = 0; j < n; ++j) {
+        int32_t want = pr.bias_i32[j];
+        for (int64_t i = 0; i < kk; ++i) want += int32_t{pr.a[r * kk + i]} * pr.b[i * n + j];
+        int32_t got;
+        std::memcpy(&got, c.data() + (r * pr.ldc + j) * 4, 4);
+        ok = ok && got == want;
+      }
+    }
+    check(ok, shape_name("qgemm ref vs naive int32+bias", m, kk, n));
+  }
+}
+
+void test_qgemm_variants(const std::vector<k::Isa>& isas) {
+  // The Python tests' shapes, plus every residue of the row tiles (1..4 rows over
+  // 3- and 4-row tiles) and column halves of a 32-wide panel.
+  const int64_t shapes[][3] = {{1, 16, 32}, {1, 7, 5},    {8, 64, 64},   {9, 33, 31},  {17, 200, 100},
+                               {2, 48, 40}, {3, 100, 65}, {4, 32, 16},   {5, 17, 47},  {6, 64, 48},
+                               {7, 1, 3},   {13, 200, 72}, {1, 512, 96}, {34, 96, 130}};
+  Rng rng(42);
+  for (const auto& s : shapes) {
+    for (int w_min : {-128, -127}) {  // -127: AVX2's sign-trick path
+      GemmProblem pr(s[0], s[1], s[2], w_min, rng);
+      for (const auto& e : kGemmEpilogues) {
+        const std::vector<uint8_t> want = pr.run(k::Isa::kRef, e);
+        for (k::Isa isa : isas) {
+          check(pr.run(isa, e) == want, shape_name((std::string("qgemm ") + k::isa_name(isa) + " " + e.name +
+                                                    (w_min == -128 ? " full-range-w" : " symmetric-w")).c_str(),
+                                                   s[0], s[1], s[2]));
+        }
+      }
+    }
+  }
+}
+
+// --- W4A8 dynamic -----------------------------------------------------------------
+
+struct W4Case {
+  int64_t m, k, n, group;  // group == k: channelwise
+  bool bias, scales_bf16, x_bf16;
+};
+
+std::string w4_name(const W4Case& c, const char* isa) {
+  return std::string("w4a8 ") + isa + " m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) +
+         " n=" + std::to_string(c.n) + (c.group == c.k ? " channelwise" : " group=" + std::to_string(c.group)) +
+         (c.bias ? " bias" : "") + (c.scales_bf16 ? " bf16-scales" : "") + (c.x_bf16 ? " bf16-x" : "");
+}
+
+struct W4Problem {
+  W4Case c;
+  k::W4Layout L;
+  std::vector<uint64_t> packed;  // 8-byte aligned storage
+  std::vector<uint8_t> w_u8;     // torch's (n, k/2): low nibble = even k, value w + 8
+  std::vector<float> scales_f;   // (n, groups), the values the kernels see
+  std::vector<float> bias;
+  std::vector<int8_t> q;
+  std::vector<float> recip;
+  std::vector<int32_t> zp, rowsum;
+  int64_t ldq;
+
+  W4Problem(const W4Case& c_, Rng& rng) : c(c_) {
+    const int64_t groups = c.group == c.k ? 1 : c.k / c.group;
+    w_u8.resize(c.n * c.k / 2);
+    for (auto& v : w_u8) v = static_cast<uint8_t>(rng.range(0, 255));
+    std::vector<uint16_t> scales_bf16;
+    for (int64_t i = 0; i < c.n * groups; ++i) {
+      const float s = (rng.uniform() + 0.05f) * 0.02f;
+      const uint16_t sb = k::f32_to_bf16_rne(s);
+      scales_bf16.push_back(sb);
+      scales_f.push_back(c.scales_bf16 ? k::bf16_to_f32(sb) : s);
+    }
+    for (int64_t j = 0; j < c.n; ++j) bias.push_back(rng.normal());
+    L = k::w4_layout(c.k, c.n, c.group, c.bias, c.scales_bf16);
+    packed.assign(static_cast<size_t>(L.total_bytes + 7) / 8, 0);
+    uint8_t* buf = reinterpret_cast<uint8_t*>(packed.data());
+    k::w4_pack_header(L, buf);
+    const void* scales = c.scales_bf16 ? static_cast<const void*>(scales_bf16.data()) : scales_f.data();
+    // Two column ranges (multiples of 32 but the end), as parallel packing does.
+    const int64_t mid = c.n > 32 ? 32 : c.n;
+    k::w4_pack_columns(L, w_u8.data(), scales, c.scales_bf16, c.bias ? bias.data() : nullptr, buf, 0, mid);
+    if (mid < c.n) k::w4_pack_columns(L, w_u8.data(), scales, c.scales_bf16, c.bias ? bias.data() : nullptr, buf, mid, c.n);
+    k::W4Layout read;
+    check(k::w4_read_header(buf, L.total_bytes, &read) == nullptr, w4_name(c, "header"));
+
+    // Activations: a spread of magnitudes and signs, some rows all-positive or zero.
+    std::vector<float> x(c.m * c.k);
+    for (int64_t r = 0; r < c.m; ++r) {
+      const int kind = static_cast<int>(r % 4);
+      for (int64_t i = 0; i < c.k; ++i) {
+        float v = rng.normal() * (kind == 1 ? 10.0f : 1.0f);
+        if (kind == 2) v = std::fabs(v) + 0.25f;
+        if (kind == 3 && r == 3) v = 0.0f;  // a constant row
+        x[r * c.k + i] = v;
+      }
+    }
+    std::vector<uint16_t> xb;
+    for (float v : x) xb.push_back(k::f32_to_bf16_rne(v));
+    ldq = L.k_pad;
+    q.assign(c.m * ldq, 0);
+    recip.resize(c.m);
+    zp.resize(c.m);
+    rowsum.resize(c.m * L.groups);
+    k::Qai8dxArgs qa;
+    qa.x = c.x_bf16 ? static_cast<const void*>(xb.data()) : x.data();
+    qa.x_bf16 = c.x_bf16;
+    qa.k = c.k;
+    qa.ldx = c.k;
+    qa.q = q.data();
+    qa.ldq = ldq;
+    qa.recip = recip.data();
+    qa.zp = zp.data();
+    qa.rowsum = rowsum.data();
+    qa.group = L.channelwise ? L.k : L.group;
+    qa.groups = L.groups;
+    k::quant_rows_qai8dx(qa, 0, c.m);
+  }
+
+  std::vector<uint8_t> run(k::Isa isa) const {
+    const size_t es = c.x_bf16 ? 2 : 4;
+    const int64_t ldo = c.n + 1;
+    std::vector<uint8_t> out(static_cast<size_t>(c.m * ldo) * es, 0xA5);
+    k::W4A8Args a;
+    a.m = c.m;
+    a.packed = reinterpret_cast<const uint8_t*>(packed.data());
+    a.L = L;
+    a.q = q.data();
+    a.ldq = ldq;
+    a.recip = recip.data();
+    a.zp = zp.data();
+    a.rowsum = rowsum.data();
+    a.out = out.data();
+    a.out_bf16 = c.x_bf16;
+    a.ldo = ldo;
+    const int64_t panels = L.n_pad / k::kW4PanelCols;
+    k::w4a8_panels(isa, a, 0, panels / 2);
+    k::w4a8_panels(isa, a, panels / 2, panels);
+    return out;
+  }
+
+  // The formula of qd_w4a8.h from the unpacked torch-format inputs (fp32 output).
+  bool reference_matches_formula(const std::vector<uint8_t>& got) const {
+    const int64_t ldo = c.n + 1, groups = L.groups, gs = L.channelwise ? c.k : c.group;
+    for (int64_t r = 0; r < c.m; ++r) {
+      for (int64_t j = 0; j < c.n; ++j) {
+        float acc = 0.0f;
+        for (int64_t g = 0; g < groups; ++g) {
+          int32_t iacc = 0;
+          for (int64_t i = g * gs; i < (g + 1) * gs; ++i) {
+            const uint8_t byte = w_u8[j * (c.k / 2) + i / 2];
+            const int32_t w = ((i % 2 == 0) ? (byte & 0xF) : (byte >> 4)) - 8;
+            iacc += (q[r * ldq + i] - zp[r]) * w;
+          }
+          acc = acc + static_cast<float>(iacc) * scales_f[j * groups + g];
+        }
+        float y = acc * recip[r];
+        if (c.bias) y = y + bias[j];
+        float g;
+        std::memcpy(&g, got.data() + (r * ldo + j) * 4, 4);
+        if (std::memcmp(&g, &y, 4) != 0) return false;
+      }
+    }
+    return true;
+  }
+};
+
+void test_w4a8_variants(const std::vector<k::Isa>& isas) {
+  const int64_t shapes[][3] = {{1, 128, 64}, {1, 256, 40}, {2, 128, 33}, {3, 256, 96}, {4, 128, 16},
+                               {5, 384, 100}, {8, 256, 64}, {17, 128, 72}, {33, 256, 130}, {3, 200, 50}};
+  Rng rng(4);
+  int64_t group_choice = 0;
+  for (const auto& s : shapes) {
+    for (int64_t group : {int64_t{32}, int64_t{64}, int64_t{128}, s[1]}) {
+      if (group != s[1] && (group >= s[1] || s[1] % group != 0)) continue;  // groups must tile k
+      for (bool bias : {false, true}) {
+        const bool channelwise = group == s[1];
+        // torch's formats: channelwise fp32 scales (fp32 or bf16 input), groupwise
+        // bf16 scales; plus the other scale type for each, which the packer allows.
+        const bool scales_bf16 = channelwise ? (group_choice % 3 == 2) : (group_choice % 3 != 2);
+        const bool x_bf16 = channelwise && bias && (group_choice % 2 == 0);
+        ++group_choice;
+        const W4Case c{s[0], s[1], s[2], group, bias, scales_bf16, x_bf16};
+        W4Problem pr(c, rng);
+        const std::vector<uint8_t> want = pr.run(k::Isa::kRef);
+        if (!c.x_bf16) check(pr.reference_matches_formula(want), w4_name(c, "ref vs formula"));
+        for (k::Isa isa : isas) check(pr.run(isa) == want, w4_name(c, k::isa_name(isa)));
+      }
+    }
+  }
+}
+
+// --- dispatch -------------------------------------------------------------------------
+
+void test_isa_names_and_selection() {
+  for (int i = 0; i < k::kNumIsas; ++i) {
+    const k::Isa isa = static_cast<k::Isa>(i);
+    k::Isa parsed;
+    check(k::parse_isa(k::isa_name(isa), &parsed) && parsed == isa, std::string("isa name round trip ") + k::isa_name(isa));
+  }
+  k::Isa parsed;
+  check(!k::parse_isa("sse2", &parsed), "unknown isa names are rejected");
+  check(k::isa_supported(k::Isa::kRef), "ref is always supported");
+  const k::Isa before = k::active_isa();
+  for (int i = 0; i < k::kNumIsas; ++i) {
+    const k::Isa isa = static_cast<k::Isa>(i);
+    const bool ok = k::set_active_isa(isa);
+    check(ok == k::isa_supported(isa), std::string("set_active_isa follows isa_supported for ") + k::isa_name(isa));
+    if (ok) check(k::active_isa() == isa, std::string("set_active_isa selects ") + k::isa_name(isa));
+    k::set_active_isa(before);
+  }
+  check(k::active_isa() == before, "the active variant is restored");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const k::Isa active = k::active_isa();
+  std::string supported;
+  for (int i = 0; i < k::kNumIsas; ++i) {
+    if (k::isa_supported(static_cast<k::Isa>(i))) supported += std::string(supported.empty() ? "" : ",") + k::isa_name(static_cast<k::Isa>(i));
+  }
+  std::printf("qdev kernel tests: active %s, supported %s\n", k::isa_name(active), supported.c_str());
+  if (argc == 3 && std::strcmp(argv[1], "--expect-isa") == 0) {
+    if (std::strcmp(k::isa_name(active), argv[2]) != 0) {
+      std::fprintf(stderr, "FAIL: the active variant is %s, expected %s\n", k::isa_name(active), argv[2]);
+      return 1;
+    }
+    std::printf("ok: the active variant is %s\n", argv[2]);
+    return 0;
+  }
+  if (argc != 1) {
+    std::fprintf(stderr, "usage: %s [--expect-isa NAME]\n", argv[0]);
+    return 2;
+  }
+  const std::vector<k::Isa> isas = simd_variants();
+  test_isa_names_and_selection();
+  test_qgemm_reference_is_a_matmul();
+  test_qgemm_variants(isas);
+  test_w4a8_variants(isas);
+  std::printf("%d checks, %d failures (variants against ref:", g_checks, g_failures);
+  for (k::Isa isa : isas) std::printf(" %s", k::isa_name(isa));
+  std::printf("%s)\n", isas.empty() ? " none on this CPU" : "");
+  return g_failures == 0 ? 0 : 1;
+}
