@@ -72,6 +72,8 @@ struct GemmEpilogueCase {
   const char* name;
   k::QGemmOut out;
   bool scale, scale_per_column, offset, pertoken, bias_i32, bias_f;
+  bool offset_per_column = true;
+  bool wide_scales = false;  // per-column scales from 1e-9 to 1e3: fp16 subnormals and infinities
 };
 
 constexpr GemmEpilogueCase kGemmEpilogues[] = {
@@ -83,6 +85,9 @@ constexpr GemmEpilogueCase kGemmEpilogues[] = {
     {"bf16 scale+pertoken+bias_f", k::QGemmOut::kBFloat16, true, true, false, true, false, true},
     {"fp32 per-tensor scale+pertoken+bias_f", k::QGemmOut::kFloat32, true, false, false, true, false, true},
     {"fp32 no scale", k::QGemmOut::kFloat32, false, false, false, false, false, false},
+    {"int8 per-tensor scale+offset", k::QGemmOut::kInt8, true, false, true, false, false, false, false},
+    {"fp16 wide scales", k::QGemmOut::kFloat16, true, true, false, false, false, false, true, true},
+    {"bf16 wide scales+bias_i32", k::QGemmOut::kBFloat16, true, true, false, false, true, false, true, true},
 };
 
 size_t out_bytes(k::QGemmOut out) {
@@ -99,7 +104,7 @@ struct GemmProblem {
   std::vector<uint8_t> a_packed;
   std::vector<int8_t> b_packed;
   std::vector<int32_t> colsum, offset, bias_i32;
-  std::vector<float> scale, pertoken, bias_f;
+  std::vector<float> scale, scale_wide, pertoken, bias_f;
   bool b_has_min = false;
 
   GemmProblem(int64_t m_, int64_t k_, int64_t n_, int w_min, Rng& rng) : m(m_), k(k_), n(n_) {
@@ -117,6 +122,7 @@ struct GemmProblem {
     b_has_min = k::has_int8_min(b.data(), k * n);
     for (int64_t j = 0; j < n; ++j) {
       scale.push_back(rng.uniform() * 0.01f);
+      scale_wide.push_back(std::pow(10.0f, rng.uniform() * 12.0f - 9.0f));
       offset.push_back(static_cast<int32_t>(rng.range(-30, 30)));
       bias_i32.push_back(static_cast<int32_t>(rng.range(-500, 500)));
       bias_f.push_back(rng.normal());
@@ -138,12 +144,12 @@ struct GemmProblem {
     g.ldc = ldc;
     g.ep.out = e.out;
     if (e.scale) {
-      g.ep.scale = scale.data();
+      g.ep.scale = e.wide_scales ? scale_wide.data() : scale.data();
       g.ep.scale_stride = e.scale_per_column ? 1 : 0;
     }
     if (e.offset) {
       g.ep.offset = offset.data();
-      g.ep.offset_stride = 1;
+      g.ep.offset_stride = e.offset_per_column ? 1 : 0;
     }
     if (e.pertoken) g.ep.pertoken = pertoken.data();
     if (e.bias_i32) g.ep.bias_i32 = bias_i32.data();

@@ -19,6 +19,7 @@
 
 #include "../../common/qd_common.h"
 #include "../qd_qgemm.h"
+#include "qd_qgemm_neon_epilogue.h"
 
 namespace qdev::kernels {
 namespace {
@@ -73,12 +74,12 @@ void qgemm_panels_neon_dotprod(const QGemmArgs& args, int64_t panel_begin, int64
     int64_t r0 = 0;
     for (; r0 + kMr <= args.m; r0 += kMr) {
       tile_sdot<kMr>(args, r0, panel, tile);
-      qgemm_epilogue_ref(args, tile, kNzCols, r0, kMr, c0, cols);
+      qgemm_epilogue_neon(args, tile, kNzCols, r0, kMr, c0, cols);
     }
     const int64_t rest = args.m - r0;
     if (rest == 2) tile_sdot<2>(args, r0, panel, tile);
     if (rest == 1) tile_sdot<1>(args, r0, panel, tile);
-    if (rest > 0) qgemm_epilogue_ref(args, tile, kNzCols, r0, rest, c0, cols);
+    if (rest > 0) qgemm_epilogue_neon(args, tile, kNzCols, r0, rest, c0, cols);
   }
 }
 

@@ -22,6 +22,7 @@
 
 #include "../../common/qd_common.h"
 #include "../qd_qgemm.h"
+#include "qd_qgemm_neon_epilogue.h"
 
 namespace qdev::kernels {
 namespace {
@@ -84,7 +85,7 @@ void row_tile(const QGemmArgs& args, int64_t r0, int64_t rows_valid, const int8_
   for (int i = 0; i < 2 * PAIRS; ++i) rows[i] = args.a + (r0 + std::min<int64_t>(i, rows_valid - 1)) * args.lda;
   tile_smmla<PAIRS>(args, rows, panel, 0, tile);
   if (cols > kHalfCols) tile_smmla<PAIRS>(args, rows, panel, 1, tile);
-  qgemm_epilogue_ref(args, tile, kNzCols, r0, rows_valid, c0, cols);
+  qgemm_epilogue_neon(args, tile, kNzCols, r0, rows_valid, c0, cols);
 }
 
 }  // namespace
