@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """One entry point for users and CI; needs nothing but Python 3.9+.
 
-    python3 run.py demo            run the demo (the main job)
+    python3 run.py demo [ARGS]     the main job: a quantized Llama on qdev beside fp32 and PyTorch's
+                                   quantized CPU paths (ARGS: see `python3 run.py demo --help`)
+    python3 run.py tour            a short tour of the qdev device
     python3 run.py test [ARGS]     run every test: the C++ suites (ctest), then pytest ARGS
 
 On first use it creates .venv, installs the pinned requirements-dev.txt
@@ -76,13 +78,15 @@ def ensure_built() -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test"):
+    if not argv or argv[0] not in ("demo", "tour", "test"):
         print(__doc__)
         return 2
     ensure_venv()
     build_dir = ensure_built()
     if argv[0] == "demo":
         return sh(PY, "-m", "torch_qdev.demo", *argv[1:], check=False)
+    if argv[0] == "tour":
+        return sh(PY, "-m", "torch_qdev.tour", *argv[1:], check=False)
     log("C++ tests (ctest)")
     rc_cpp = sh(BIN / "ctest", "--test-dir", build_dir, "--output-on-failure", check=False)
     log("Python tests (pytest)")

@@ -1,4 +1,4 @@
-"""A short tour of the qdev device (``python3 run.py demo``)."""
+"""A short tour of the qdev device (``python3 run.py tour``)."""
 from __future__ import annotations
 
 import argparse

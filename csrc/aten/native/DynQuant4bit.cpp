@@ -17,6 +17,7 @@
 #include "../../kernels/matmul/qd_w4a8.h"
 #include "../../runtime/QdevStream.h"
 #include "QdevFormat.h"
+#include "QuantCommon.h"
 #include "QuantOps.h"
 
 namespace at::native::qdev {
@@ -134,7 +135,7 @@ at::Tensor matmul(const at::Tensor& inp, const at::Tensor& packed, int64_t block
   qa.rowsum = rowsum.data();
   qa.group = L.channelwise ? L.k : L.group;
   qa.groups = L.groups;
-  at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) { k::quant_rows_qai8dx(qa, r0, r1); });
+  at::parallel_for(0, m, parallel_grain(m, in_features), [&](int64_t r0, int64_t r1) { k::quant_rows_qai8dx(qa, r0, r1); });
 
   k::W4A8Args args;
   args.m = m;
@@ -150,7 +151,7 @@ at::Tensor matmul(const at::Tensor& inp, const at::Tensor& packed, int64_t block
   args.ldo = out_features;
   const k::Isa isa = k::active_isa();
   const int64_t panels = L.n_pad / 32;
-  const int64_t grain = std::max<int64_t>(1, panels / (4 * at::get_num_threads()));
+  const int64_t grain = parallel_grain(panels, m * in_features * 32);
   at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) { k::w4a8_panels(isa, args, p0, p1); });
   return out;
 }

@@ -101,4 +101,14 @@ inline at::Tensor unpack_int4(const at::Tensor& packed) {
   return out;
 }
 
+// Grain for at::parallel_for over `tasks` units of `macs_per_task` multiply-adds: a few
+// tasks per thread for balance, but never under ~1M MACs per task, because a parallel
+// region costs microseconds quiet and a whole timeslice when another process holds a core.
+inline int64_t parallel_grain(int64_t tasks, int64_t macs_per_task) {
+  constexpr int64_t kMinTaskMacs = int64_t{1} << 20;
+  const int64_t balance = tasks / (4 * std::max(1, at::get_num_threads()));
+  const int64_t by_work = kMinTaskMacs / std::max<int64_t>(1, macs_per_task);
+  return std::max<int64_t>({int64_t{1}, balance, by_work});
+}
+
 }  // namespace at::native::qdev

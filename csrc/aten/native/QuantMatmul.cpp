@@ -513,8 +513,7 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
   }
   const int64_t gemms = flatten ? 1 : batches;
   const int64_t rows = flatten ? batches * m : m;
-  // Enough panels per task to amortize scheduling, few enough to balance threads.
-  const int64_t grain = std::max<int64_t>(1, panels / (4 * at::get_num_threads()));
+  const int64_t grain = parallel_grain(gemms * panels, rows * kk * k::kNzCols);
   at::parallel_for(0, gemms * panels, grain, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1;) {
       const int64_t g = t / panels;

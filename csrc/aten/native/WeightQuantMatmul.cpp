@@ -190,7 +190,8 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
     args.y = y.mutable_data_ptr<float>();
     args.ldy = n;
     const auto isa = ::qdev::kernels::active_isa();
-    at::parallel_for(0, n, 16, [&](int64_t n0, int64_t n1) { ::qdev::kernels::wq_gemv(isa, args, n0, n1); });
+    at::parallel_for(0, n, std::max<int64_t>(16, parallel_grain(n, rows * xk)),
+                     [&](int64_t n0, int64_t n1) { ::qdev::kernels::wq_gemv(isa, args, n0, n1); });
     auto out_sizes = x.sizes().vec();
     out_sizes.back() = n;
     y = y.reshape(out_sizes);

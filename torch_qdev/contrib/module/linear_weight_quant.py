@@ -42,6 +42,45 @@ class LinearWeightQuant(nn.Module):
         self.inner_precise = inner_precise
         self.weight_dtype = weight_dtype
 
+    @classmethod
+    def from_float(cls, linear: nn.Linear, *, bits: int = 8, group_size: int = 0,
+                   dtype: torch.dtype = torch.bfloat16, device=None) -> "LinearWeightQuant":
+        """Symmetric weight-only quantization of an ``nn.Linear`` (not in torch_npu, which
+        leaves quantization to its tools): int8 (``bits=8``, scale = absmax / 127) or
+        int32-packed int4 (``bits=4``, scale = absmax / 7), per output channel
+        (``group_size=0``) or per k-group; round half to even. ``dtype`` (float16 or
+        bfloat16) is the activation dtype: scales and bias are stored in it, and ``forward``
+        expects inputs of it, as torch_npu does.
+        """
+        if bits not in (4, 8):
+            raise ValueError(f"bits should be 4 or 8, but it is {bits}")
+        if dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype should be torch.float16 or torch.bfloat16, but it is {dtype}")
+        n, k = linear.out_features, linear.in_features
+        if group_size and (group_size % 32 or k % group_size):
+            raise ValueError(f"group_size should be 0 or a multiple of 32 dividing in_features={k}, "
+                             f"but it is {group_size}")
+        if bits == 4 and k % 8:
+            raise ValueError(f"int4 weights need in_features to be a multiple of 8, but it is {k}")
+        device = linear.weight.device if device is None else torch.device(device)
+        qmax = 127 if bits == 8 else 7
+        group = group_size or k
+        w = linear.weight.detach().to(torch.float32).reshape(n, k // group, group)
+        scale = w.abs().amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny) / qmax  # (n, groups)
+        # Scales round to the activation dtype first: the kernel dequantizes with that rounded value.
+        scale = scale.to(dtype)
+        q = torch.round(w / scale.float()[:, :, None]).clamp(-qmax - (bits == 4), qmax).reshape(n, k)
+        if bits == 8:
+            weight = q.to(torch.int8)
+        else:
+            weight = ops.npu_convert_weight_to_int4pack(q.to(torch.int32).contiguous())  # (n, k / 8)
+        mod = cls(k, n, bias=linear.bias is not None, device="meta", antiquant_group_size=group_size)
+        mod.weight = nn.Parameter(weight.to(device), False)
+        mod.antiquant_scale = nn.Parameter((scale if group_size else scale.reshape(n)).to(device), False)
+        if linear.bias is not None:
+            mod.bias = nn.Parameter(linear.bias.detach().to(device=device, dtype=dtype), False)
+        return mod
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = self.antiquant_scale
         offset = self.antiquant_offset

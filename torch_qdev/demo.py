@@ -1,0 +1,423 @@
+"""The main job (``python3 run.py demo``): a quantized Llama decoder on qdev, beside fp32 and
+PyTorch's own quantized CPU paths.
+
+A Llama-architecture model (Hugging Face ``LlamaForCausalLM``) is built from a config with
+random weights (no download). Each torch_qdev config quantizes its Linear layers with
+``torch_qdev.quantization.quantize_`` and runs on qdev in bfloat16; the peers are fp32 eager on
+CPU, ``torch.ao`` dynamic int8 (fbgemm), ``_weight_int4pack_mm_for_cpu`` (int4 weight-only,
+bf16) and ``_dyn_quant_matmul_4bit`` (PyTorch's W4A8 path; scalar on x86, so it runs a
+shorter prompt). Every run does a timed prefill (logits of the last position, as generation
+does) and timed greedy decode, then an untimed pass over the prompt whose logits are compared
+with fp32 (cosine similarity, top-1 agreement). The table also goes to CSV and a PNG plot.
+
+A full-depth time is extrapolated from the measured decoder layers (per-layer time from hooks)
+when fewer layers than the real model has are built, and a 7B estimate is compared with the
+figure PyTorch reports for its Arm KleidiAI path.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import os
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+import torch_qdev  # noqa: F401  (also autoloaded by `import torch`)
+from torch_qdev.quantization import A8W8DynamicConfig, A16W4Config, A16W8Config, W4A8DynamicConfig, quantize_
+from torch_qdev.quantization.torch_peers import (TorchDynQuant4bitLinear, TorchInt4WeightOnlyLinear,
+                                                 fbgemm_dynamic_int8, swap_linears)
+
+# Llama shapes (public configs); `layers` is how many a full model has.
+MODELS = {
+    "tiny": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True),
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0),
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, vocab_size=32000, tie_word_embeddings=False),
+    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),
+}
+DEFAULT_LAYERS = {"tiny": 2, "1b": 16, "7b": 2, "8b": 2}
+# PyTorch's KleidiAI W4A8 path (pytorch/pytorch#134124): 7B transformer on an Arm Neoverse server.
+KLEIDIAI_7B = {"prefill": 340.0, "decode": 40.0}
+
+OURS = {
+    "a8w8": ("qdev A8W8-dynamic", A8W8DynamicConfig()),
+    "w4a8": ("qdev W4A8-dynamic g32", W4A8DynamicConfig(group_size=32)),
+    "w4a8c": ("qdev W4A8-dynamic channelwise", W4A8DynamicConfig(group_size=None)),
+    "a16w8": ("qdev A16W8", A16W8Config()),
+    "a16w4": ("qdev A16W4 g128", A16W4Config(group_size=128)),
+}
+PEERS = {
+    "fbgemm": "torch.ao dynamic int8 (fbgemm, fp32)",
+    "int4wo": "torch int4 weight-only g32 (bf16)",
+    "dynq4": "torch _dyn_quant_matmul_4bit g32 (fp32)",
+}
+
+
+@dataclass
+class Result:
+    name: str
+    kind: str  # "baseline", "qdev" or "torch"
+    prompt_len: int
+    prefill_s: float
+    decode_steps: int
+    decode_s: float
+    weight_bytes: int
+    peak_bytes: int
+    cos: float
+    top1: float
+    same_tokens: int
+    layer_prefill_s: float
+    layer_decode_s: float
+    tokens: list = field(default_factory=list)
+
+    @property
+    def prefill_tps(self) -> float:
+        return self.prompt_len / self.prefill_s
+
+    @property
+    def decode_tps(self) -> float:
+        return self.decode_steps / self.decode_s if self.decode_steps else float("nan")
+
+
+def build_model(size: str, layers: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    cfg = LlamaConfig(**{**MODELS[size], "num_hidden_layers": layers}, max_position_embeddings=4096)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        model = LlamaForCausalLM(cfg).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def shallow_copy(model: nn.Module) -> nn.Module:
+    """A copy of the module tree that shares every tensor with ``model``. Variants change it only by
+    replacing modules and parameters (never in place), so the fp32 model stays intact."""
+    memo = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
+def cast_float_params(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """Casts the parameters of every module except Linear layers (they are quantized from the fp32
+    weights) by replacing them. Buffers (RoPE frequencies) stay float32, as Hugging Face intends."""
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear):
+            continue
+        for name, p in list(mod.named_parameters(recurse=False)):
+            if p.is_floating_point() and p.dtype != dtype:
+                setattr(mod, name, nn.Parameter(p.detach().to(dtype), requires_grad=False))
+    return model
+
+
+def tensor_bytes(model: nn.Module) -> int:
+    """Bytes of the distinct tensors in ``state_dict`` (covers fbgemm's packed params too)."""
+    seen, total = set(), 0
+
+    def add(t):
+        nonlocal total
+        if isinstance(t, torch.Tensor):
+            key = (t.device.type, t.data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += t.numel() * t.element_size()
+        elif isinstance(t, (tuple, list)):
+            for v in t:
+                add(v)
+
+    for v in model.state_dict().values():
+        add(v)
+    return total
+
+
+class LayerTimer:
+    """Wall time spent inside the decoder layers (hooks on the first and the last)."""
+
+    def __init__(self, layers: nn.ModuleList, device: torch.device) -> None:
+        self.total = 0.0
+        self._t0 = 0.0
+        sync = torch.qdev.synchronize if device.type == "qdev" else (lambda: None)
+
+        def start(*_):
+            sync()
+            self._t0 = time.perf_counter()
+
+        def stop(*_):
+            sync()
+            self.total += time.perf_counter() - self._t0
+
+        self._handles = [layers[0].register_forward_pre_hook(start), layers[-1].register_forward_hook(stop)]
+
+    def take(self) -> float:
+        t, self.total = self.total, 0.0
+        return t
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def run_model(name: str, kind: str, model: nn.Module, prompt: torch.Tensor, new_tokens: int,
+              ref_logits: Optional[torch.Tensor], ref_tokens: Optional[list], device: torch.device) -> Result:
+    is_qdev = device.type == "qdev"
+    sync = torch.qdev.synchronize if is_qdev else (lambda: None)
+    ids = prompt.to(device)
+    timer = LayerTimer(model.model.layers, device)
+    if is_qdev:
+        torch.qdev.reset_peak_memory_stats()
+    with torch.inference_mode():
+        model(ids[:, :8], use_cache=False, logits_to_keep=1)  # warm-up (lazy init, first-call costs)
+        timer.take()
+        sync()
+        t0 = time.perf_counter()
+        out = model(ids, use_cache=True, logits_to_keep=1)
+        tok = out.logits[:, -1].argmax(-1, keepdim=True)
+        sync()
+        prefill_s = time.perf_counter() - t0
+        layer_prefill = timer.take()
+        past, tokens = out.past_key_values, [int(tok)]
+        t0 = time.perf_counter()
+        for _ in range(new_tokens - 1):
+            out = model(tok, past_key_values=past, use_cache=True)
+            tok = out.logits[:, -1].argmax(-1, keepdim=True)
+            tokens.append(int(tok))
+        sync()
+        decode_s = time.perf_counter() - t0
+        layer_decode = timer.take()
+        timer.remove()
+        del past, out
+        logits = model(ids, use_cache=False).logits[0].float().cpu()  # untimed: agreement with fp32
+    peak = torch.qdev.max_memory_allocated() if is_qdev else 0
+    if ref_logits is None:
+        cos, top1 = 1.0, 1.0
+    else:
+        ref = ref_logits[: logits.shape[0]]
+        cos = torch.nn.functional.cosine_similarity(logits, ref, dim=-1).mean().item()
+        top1 = (logits.argmax(-1) == ref.argmax(-1)).float().mean().item()
+    if ref_tokens is None:  # the reference itself (all equal), or a shorter prompt (not comparable)
+        same = len(tokens) if ref_logits is None else -1
+    else:
+        same = next((i for i, (a, b) in enumerate(zip(tokens, ref_tokens)) if a != b),
+                    min(len(tokens), len(ref_tokens)))
+    return Result(name, kind, ids.shape[1], prefill_s, new_tokens - 1, decode_s, tensor_bytes(model), peak, cos, top1,
+                  same, layer_prefill, layer_decode, tokens), logits
+
+
+def qdev_variant(model_fp32: nn.Module, config, device: torch.device) -> nn.Module:
+    m = cast_float_params(shallow_copy(model_fp32), torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        quantize_(m, config, device=device)
+    return m
+
+
+def peer_variant(model_fp32: nn.Module, key: str) -> nn.Module:
+    m = shallow_copy(model_fp32)
+    if key == "fbgemm":
+        return fbgemm_dynamic_int8(m)
+    if key == "int4wo":
+        return swap_linears(cast_float_params(m, torch.bfloat16), lambda lin: TorchInt4WeightOnlyLinear(lin, 32))
+    if key == "dynq4":
+        return swap_linears(m, lambda lin: TorchDynQuant4bitLinear(lin, 32))
+    raise ValueError(key)
+
+
+def fmt_table(results: list[Result], baseline: Result, full_layers: int, layers: int) -> str:
+    best_torch = {
+        "prefill": max((r.prefill_tps for r in results if r.kind == "torch"), default=float("nan")),
+        "decode": max((r.decode_tps for r in results if r.kind == "torch"), default=float("nan")),
+    }
+    lines = ["| run | prefill tok/s | decode tok/s | vs fp32 (prefill / decode) | vs best torch quantized "
+             "(prefill / decode) | weights MiB | qdev peak MiB | logit cos | top-1 agree | same greedy tokens |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        vs_torch = (f"{r.prefill_tps / best_torch['prefill']:.2f}x / {r.decode_tps / best_torch['decode']:.2f}x"
+                    if r.kind == "qdev" else "")
+        note = f" ({r.prompt_len}-token prompt)" if r.prompt_len != baseline.prompt_len else ""
+        lines.append(
+            f"| {r.name}{note} | {r.prefill_tps:.1f} | {r.decode_tps:.2f} | "
+            f"{r.prefill_tps / baseline.prefill_tps:.2f}x / {r.decode_tps / baseline.decode_tps:.2f}x | {vs_torch} | "
+            f"{r.weight_bytes / 2**20:.0f} | {r.peak_bytes / 2**20:.0f}{'' if r.kind == 'qdev' else ' (cpu)'} | "
+            f"{r.cos:.4f} | {r.top1 * 100:.0f}% | {f'{r.same_tokens}/{len(r.tokens)}' if r.same_tokens >= 0 else 'n/a'} |")
+    return "\n".join(lines)
+
+
+def extrapolate(r: Result, layers: int, full_layers: int) -> tuple[float, float]:
+    """(prefill tok/s, decode tok/s) of the full-depth model: measured time plus the missing layers
+    at the measured per-layer time."""
+    extra = (full_layers - layers) / layers
+    pre = r.prefill_s + extra * r.layer_prefill_s
+    dec = r.decode_s + extra * r.layer_decode_s
+    return r.prompt_len / pre, (r.decode_steps / dec if r.decode_steps else float("nan"))
+
+
+def write_outputs(results: list[Result], out_dir: Path, title: str) -> tuple[Path, Optional[Path]]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "llm_demo.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["run", "kind", "prompt_len", "prefill_tok_s", "decode_tok_s", "weights_mib", "qdev_peak_mib",
+                    "logit_cos", "top1_agree", "same_greedy_tokens"])
+        for r in results:
+            w.writerow([r.name, r.kind, r.prompt_len, f"{r.prefill_tps:.3f}", f"{r.decode_tps:.4f}",
+                        f"{r.weight_bytes / 2**20:.1f}", f"{r.peak_bytes / 2**20:.1f}", f"{r.cos:.5f}",
+                        f"{r.top1:.4f}", r.same_tokens])
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return csv_path, None
+    colors = {"baseline": "#888888", "torch": "#d08c3c", "qdev": "#2a6fb0"}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(results) + 1.8), sharey=True)
+    names = [r.name for r in results][::-1]
+    for ax, (label, attr) in zip(axes, (("prefill tokens/s", "prefill_tps"), ("decode tokens/s", "decode_tps"))):
+        vals = [getattr(r, attr) for r in results][::-1]
+        ax.barh(names, vals, color=[colors[r.kind] for r in results][::-1])
+        ax.set_xscale("log")
+        ax.set_xlabel(label + " (log scale)")
+        for y, v in enumerate(vals):
+            ax.text(v, y, f" {v:.3g}", va="center", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    png_path = out_dir / "llm_demo.png"
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return csv_path, png_path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODELS), default="1b", help="Llama dimensions (default 1b: Llama-3.2-1B)")
+    p.add_argument("--layers", type=int, default=None, help="decoder layers to build (default: all for 1b, 2 for 7b/8b)")
+    p.add_argument("--prompt-len", type=int, default=256)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--configs", default="a8w8,w4a8,a16w8,a16w4", help=f"torch_qdev configs: {','.join(OURS)}")
+    p.add_argument("--peers", default="fbgemm,int4wo,dynq4", help=f"PyTorch CPU peers: {','.join(PEERS)} or none")
+    p.add_argument("--slow-prompt-len", type=int, default=8, help="prompt length for the scalar x86 dynq4 peer")
+    p.add_argument("--slow-new-tokens", type=int, default=3, help="tokens the dynq4 peer generates")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="qdev", help="where the torch_qdev configs run: qdev (default) or cpu")
+    p.add_argument("--extrapolate-7b", action=argparse.BooleanOptionalAction, default=None,
+                   help="also measure 2 layers of Llama-2-7B and estimate the full model (default: on for 1b)")
+    p.add_argument("--out-dir", default="demo_out", help="where the CSV and PNG go")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*TypedStorage.*")
+    device = torch.device(args.device)
+    layers = args.layers or DEFAULT_LAYERS[args.model]
+    full_layers = MODELS[args.model]["num_hidden_layers"]
+    configs = [c for c in args.configs.split(",") if c]
+    peers = [c for c in args.peers.split(",") if c and c != "none"]
+    for c in configs:
+        if c not in OURS:
+            p.error(f"unknown config {c!r}; choose from {', '.join(OURS)}")
+    for c in peers:
+        if c not in PEERS:
+            p.error(f"unknown peer {c!r}; choose from {', '.join(PEERS)}")
+
+    cpu = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, torch_qdev {torch_qdev.__version__}, {torch.get_num_threads()} threads on "
+          f"{os.cpu_count()} cores ({cpu}), qdev kernels: {torch_qdev._C._get_cpu_isa()}")
+    t_build = time.perf_counter()
+    model = build_model(args.model, layers)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"Llama {args.model} dimensions, {layers}/{full_layers} layers, {n_params / 1e9:.2f}B parameters, random "
+          f"weights (built in {time.perf_counter() - t_build:.1f} s); prompt {args.prompt_len} tokens, "
+          f"greedy decode {args.new_tokens} tokens, batch 1")
+    gen = torch.Generator().manual_seed(1)
+    prompt = torch.randint(0, model.config.vocab_size, (1, args.prompt_len), generator=gen)
+
+    results: list[Result] = []
+
+    def report(r: Result) -> None:
+        print(f"  {r.name:44s} prefill {r.prefill_tps:8.1f} tok/s  decode {r.decode_tps:7.2f} tok/s  "
+              f"cos {r.cos:.4f}  top-1 {r.top1 * 100:3.0f}%", flush=True)
+
+    base, ref_logits = run_model("fp32 eager (CPU)", "baseline", model, prompt, args.new_tokens, None, None,
+                                 torch.device("cpu"))
+    results.append(base)
+    report(base)
+    ref_tokens = base.tokens
+    for key in configs:
+        name, config = OURS[key]
+        if device.type != "qdev":
+            name = name.replace("qdev ", "qdev kernels on CPU: ")
+        m = qdev_variant(model, config, device)
+        r, _ = run_model(name, "qdev", m, prompt, args.new_tokens, ref_logits, ref_tokens, device)
+        results.append(r)
+        report(r)
+        del m
+    for key in peers:
+        m = peer_variant(model, key)
+        slow = key == "dynq4"
+        r, _ = run_model(PEERS[key], "torch", m, prompt[:, : args.slow_prompt_len] if slow else prompt,
+                         args.slow_new_tokens if slow else args.new_tokens, ref_logits, None if slow else ref_tokens,
+                         torch.device("cpu"))
+        results.append(r)
+        report(r)
+        del m
+
+    title = (f"Llama {args.model} dims, {layers} layers, random weights: prefill {args.prompt_len} + decode "
+             f"{args.new_tokens} tokens, batch 1, {torch.get_num_threads()} threads ({cpu})")
+    print()
+    print(f"## {title}")
+    print(fmt_table(results, base, full_layers, layers))
+    print("logit cos / top-1: the untimed pass over the prompt against fp32; same greedy tokens: how many "
+          "generated tokens match fp32's before the first difference (random weights give flat logits, so "
+          "greedy paths part early)")
+    csv_path, png_path = write_outputs(results, Path(args.out_dir), title)
+    print(f"wrote {csv_path}" + (f" and {png_path}" if png_path else " (matplotlib missing: no plot)"))
+
+    if layers < full_layers:
+        print(f"\nFull {args.model} depth ({full_layers} layers), extrapolated from the measured per-layer time:")
+        for r in results:
+            pre, dec = extrapolate(r, layers, full_layers)
+            print(f"  {r.name:44s} prefill {pre:8.1f} tok/s  decode {dec:7.2f} tok/s")
+
+    do_7b = args.extrapolate_7b if args.extrapolate_7b is not None else args.model == "1b"
+    if do_7b:
+        estimate_7b(args, device, configs)
+    return 0
+
+
+def estimate_7b(args, device: torch.device, configs: list[str]) -> None:
+    """Two Llama-2-7B layers measured; the 32-layer model estimated and set beside KleidiAI's figure."""
+    layers = 2
+    model = build_model("7b", layers)
+    gen = torch.Generator().manual_seed(2)
+    prompt = torch.randint(0, model.config.vocab_size, (1, args.prompt_len), generator=gen)
+    print(f"\n## Llama-2-7B estimate: {layers} of 32 layers measured, the rest at the measured per-layer time")
+    print("| run | prefill tok/s (est.) | decode tok/s (est.) | vs KleidiAI 7B (prefill / decode) |")
+    print("|---|---|---|---|")
+    for key in [k for k in configs if k in ("w4a8", "a8w8")]:
+        name, config = OURS[key]
+        m = qdev_variant(model, config, device)
+        r, _ = run_model(name, "qdev", m, prompt, args.new_tokens, None, None, device)
+        pre, dec = extrapolate(r, layers, 32)
+        print(f"| {name} | {pre:.1f} | {dec:.2f} | {pre / KLEIDIAI_7B['prefill']:.2f}x / "
+              f"{dec / KLEIDIAI_7B['decode']:.2f}x |")
+        del m
+    print(f"KleidiAI reference (pytorch/pytorch#134124): 7B prefill {KLEIDIAI_7B['prefill']:.0f} tok/s, decode "
+          f"{KLEIDIAI_7B['decode']:.0f} tok/s with _dyn_quant_matmul_4bit on an Arm Neoverse server CPU (many "
+          f"cores; the PR does not state the count); here {torch.get_num_threads()} x86 threads.")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
