@@ -1,7 +1,6 @@
 # Cross compilation for aarch64 Linux with Debian's toolchain (g++-aarch64-linux-gnu):
 #   cmake -S csrc/kernels -B build/kernels-aarch64 \
 #         -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/aarch64-linux-gnu.cmake
-# Binaries run under qemu-aarch64 (qemu-user); ctest uses it as the emulator.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 
@@ -15,6 +14,6 @@ set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 
-# Static executables need no aarch64 loader or libraries at run time.
-set(CMAKE_EXE_LINKER_FLAGS_INIT "-static")
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -cpu max)
+# ctest runs the binaries under qemu-user; -L points it at the aarch64 loader and
+# libraries of dynamically linked ones (tools/test_kernels_aarch64.sh links statically).
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -cpu max -L /usr/${QDEV_AARCH64_TRIPLE})
