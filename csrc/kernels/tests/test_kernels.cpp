@@ -194,7 +194,8 @@ void test_qgemm_variants(const std::vector<k::Isa>& isas) {
   // 3- and 4-row tiles) and column halves of a 32-wide panel.
   const int64_t shapes[][3] = {{1, 16, 32}, {1, 7, 5},    {8, 64, 64},   {9, 33, 31},  {17, 200, 100},
                                {2, 48, 40}, {3, 100, 65}, {4, 32, 16},   {5, 17, 47},  {6, 64, 48},
-                               {7, 1, 3},   {13, 200, 72}, {1, 512, 96}, {34, 96, 130}};
+                               {7, 1, 3},   {13, 200, 72}, {1, 512, 96}, {34, 96, 130},
+                               {1, 4096, 40}};  // a decode-sized k
   Rng rng(42);
   for (const auto& s : shapes) {
     for (int w_min : {-128, -127}) {  // -127: AVX2's sign-trick path
@@ -343,7 +344,8 @@ struct W4Problem {
 
 void test_w4a8_variants(const std::vector<k::Isa>& isas) {
   const int64_t shapes[][3] = {{1, 128, 64}, {1, 256, 40}, {2, 128, 33}, {3, 256, 96}, {4, 128, 16},
-                               {5, 384, 100}, {8, 256, 64}, {17, 128, 72}, {33, 256, 130}, {3, 200, 50}};
+                               {5, 384, 100}, {8, 256, 64}, {17, 128, 72}, {33, 256, 130}, {3, 200, 50},
+                               {1, 4096, 64}, {6, 2048, 48}};
   Rng rng(4);
   int64_t group_choice = 0;
   for (const auto& s : shapes) {
