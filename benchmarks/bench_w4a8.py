@@ -24,6 +24,7 @@ from torch.testing._internal.common_quantization import _group_quantize_tensor_s
 
 import torch_qdev
 from _harness import copies_for, measure, read_bandwidth
+from _peers import ort_matmul_nbits
 
 
 def build(K, N, M, copies, slow_ok):
@@ -65,36 +66,9 @@ def build(K, N, M, copies, slow_ok):
         i4.append((packed, sz))
     peers["_weight_int4pack_mm_for_cpu g32 (bf16 x)"] = (
         lambda i: torch._weight_int4pack_mm_for_cpu(xb, i4[i][0], 32, i4[i][1]), ref, K * N // 2)
-    try:
-        import numpy as np
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper
-
-        sessions = []
-        for w in ws:
-            wt = w.t().contiguous()  # [N, K]
-            blocks = wt.reshape(N, K // 32, 32)
-            scale = blocks.abs().amax(-1) / 7
-            q = torch.round(blocks / scale[..., None]).clamp(-8, 7).to(torch.int64) + 8
-            packed = (q[..., 0::2] | (q[..., 1::2] << 4)).to(torch.uint8).numpy()
-            node = helper.make_node("MatMulNBits", ["x", "w", "s"], ["y"], domain="com.microsoft", K=K, N=N,
-                                    bits=4, block_size=32, accuracy_level=4)
-            graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [M, K])],
-                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])],
-                                      [helper.make_tensor("w", TensorProto.UINT8, packed.shape, packed.tobytes(), raw=True),
-                                       helper.make_tensor("s", TensorProto.FLOAT, [N * (K // 32)],
-                                                          scale.reshape(-1).numpy().tolist())])
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-            model.ir_version = 10
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = torch.get_num_threads()
-            sessions.append(ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]))
-        xn = x.numpy()
-        peers["onnxruntime MatMulNBits b32 acc4"] = (
-            lambda i: torch.from_numpy(sessions[i].run(None, {"x": xn})[0]), ref, K * N // 2)
-    except ImportError:
-        pass
+    runs = [ort_matmul_nbits(w.t().contiguous(), M, 32) for w in ws]
+    if runs[0] is not None:
+        peers["onnxruntime MatMulNBits b32 acc4"] = (lambda i: runs[i](x), ref, K * N // 2)
     return peers
 
 
