@@ -19,6 +19,7 @@
 #include "QdevFormat.h"
 #include "QuantCommon.h"
 #include "QuantOps.h"
+#include "QuantPlans.h"
 
 namespace at::native::qdev {
 namespace {
@@ -36,8 +37,11 @@ void check_group(int64_t block_size, int64_t in_features) {
               "Group size should be multiple of 32, in_features [", in_features, "]. Provided ", block_size);
 }
 
-at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::optional<at::Tensor>& bias,
-                int64_t block_size, int64_t in_features, int64_t out_features, bool torch_container) {
+}  // namespace
+
+void check_dyn_quant_pack_args(const at::Tensor& weights, const at::Tensor& scales,
+                               const std::optional<at::Tensor>& bias, int64_t block_size, int64_t in_features,
+                               int64_t out_features) {
   TORCH_CHECK(weights.scalar_type() == at::kByte, "dyn_quant_pack_4bit_weight: weights must be uint8 (two int4 "
               "values per byte), but they are ", weights.scalar_type());
   TORCH_CHECK(in_features > 0 && out_features > 0, "in_features and out_features must be positive");
@@ -61,6 +65,25 @@ at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::
     TORCH_CHECK(t->device() == weights.device(), "Expected all tensors to be on the same device, but found at "
                 "least two devices, ", weights.device(), " and ", t->device(), "!");
   }
+}
+
+void check_dyn_quant_matmul_args(const at::Tensor& inp, const at::Tensor& packed, int64_t block_size,
+                                 int64_t in_features) {
+  TORCH_CHECK(inp.scalar_type() == at::kFloat || inp.scalar_type() == at::kBFloat16,
+              "dyn_quant_matmul_4bit: expect input to be float32 or bfloat16 tensor, but it is ", inp.scalar_type());
+  check_group(block_size, in_features);
+  TORCH_CHECK(inp.dim() >= 1 && inp.size(-1) == in_features, "dyn_quant_matmul_4bit: the input has ",
+              inp.dim() >= 1 ? inp.size(-1) : 0, " features (last dimension) but in_features is ", in_features);
+  TORCH_CHECK(packed.device() == inp.device(), "Expected all tensors to be on the same device, but found at least "
+              "two devices, ", inp.device(), " and ", packed.device(), "!");
+}
+
+namespace {
+
+at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::optional<at::Tensor>& bias,
+                int64_t block_size, int64_t in_features, int64_t out_features, bool torch_container) {
+  check_dyn_quant_pack_args(weights, scales, bias, block_size, in_features, out_features);
+  const bool has_bias = bias.has_value() && bias->defined();
   std::optional<c10::DeviceGuard> guard;
   if (is_qdev(weights)) guard.emplace(weights.device());
   sync_if_qdev(weights);
@@ -90,13 +113,7 @@ at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::
 
 at::Tensor matmul(const at::Tensor& inp, const at::Tensor& packed, int64_t block_size, int64_t in_features,
                   int64_t out_features) {
-  TORCH_CHECK(inp.scalar_type() == at::kFloat || inp.scalar_type() == at::kBFloat16,
-              "dyn_quant_matmul_4bit: expect input to be float32 or bfloat16 tensor, but it is ", inp.scalar_type());
-  check_group(block_size, in_features);
-  TORCH_CHECK(inp.dim() >= 1 && inp.size(-1) == in_features, "dyn_quant_matmul_4bit: the input has ",
-              inp.dim() >= 1 ? inp.size(-1) : 0, " features (last dimension) but in_features is ", in_features);
-  TORCH_CHECK(packed.device() == inp.device(), "Expected all tensors to be on the same device, but found at least "
-              "two devices, ", inp.device(), " and ", packed.device(), "!");
+  check_dyn_quant_matmul_args(inp, packed, block_size, in_features);
   std::optional<c10::DeviceGuard> guard;
   if (is_qdev(inp)) guard.emplace(inp.device());
   sync_if_qdev(inp);

@@ -14,19 +14,15 @@
 #include "QdevFormat.h"
 #include "QuantCommon.h"
 #include "QuantOps.h"
+#include "QuantPlans.h"
 
 namespace at::native::qdev {
 namespace {
 
-enum class Mode { kPerToken, kPerTensor, kPerChannel };
+using Mode = DynamicQuantMode;
+using DqPlan = DynamicQuantPlan;
 
-struct DqPlan {
-  Mode mode = Mode::kPerToken;
-  bool int4 = false;
-  float dst_max = 127.0f, dst_min = -128.0f;
-  std::vector<int64_t> y_shape, scale_shape;
-  int64_t h = 0;
-};
+}  // namespace
 
 DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& smooth,
                           const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
@@ -100,6 +96,8 @@ DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& 
   }
   return p;
 }
+
+namespace {
 
 // Quantizes n values at xs[i * stride] with one (scale, offset); writes q[i * stride].
 struct Group {

@@ -25,6 +25,7 @@
 #include "QdevNative.h"
 #include "QuantCommon.h"
 #include "QuantOps.h"
+#include "QuantPlans.h"
 
 namespace at::native::qdev {
 namespace {
@@ -67,16 +68,7 @@ at::ScalarType resolve_output_dtype(std::optional<int64_t> output_dtype) {
 }
 
 
-struct Plan {
-  bool a4w4 = false;
-  bool a4w4_group = false;   // A4W4 per-group: 2-D scale (ceil(k/G), n), float16 offset
-  int64_t group = 0;         // its k-group size
-  bool x2_k_packed = false;  // A4W4 x2 given as (k/8, n): the transpose of an (n, k/8) packing
-  std::vector<int64_t> batch;
-  int64_t m = 0, k = 0, n = 0;
-  at::ScalarType out_dtype = at::kChar;
-  std::vector<int64_t> out_shape;
-};
+using Plan = QuantMatmulPlan;
 
 // A4W4 per-group (the int32 x int32 row with a 2-D scale): scale float32 and
 // offset float16 of shape (ceil(k / G), n), pertoken float32 (m, 1) or (m,),
@@ -103,6 +95,8 @@ Plan plan_a4w4_group(Plan p, const at::Tensor& x1, const at::Tensor& scale,
               dtype_name(p.out_dtype));
   return p;
 }
+
+}  // namespace
 
 // torch_npu's meta checks (npu_quant_matmul_meta) plus the CANN-level rules
 // that decide which argument combinations exist. Messages are torch_npu's.
@@ -276,6 +270,7 @@ Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Ten
   return p;
 }
 
+namespace {
 
 // A CPU tensor with t's logical values (qdev memory is host memory).
 at::Tensor host_view(const at::Tensor& t) { return logical_host_view(t); }

@@ -4,9 +4,9 @@
 #include "../../runtime/QdevStream.h"
 #include "QuantCommon.h"
 #include "QuantOps.h"
+#include "QuantPlans.h"
 
 namespace at::native::qdev {
-namespace {
 
 // Checks of torch_npu's meta function; returns the output shape.
 std::vector<int64_t> trans_quant_param_shape(const at::Tensor& scale,
@@ -34,8 +34,6 @@ std::vector<int64_t> trans_quant_param_shape(const at::Tensor& scale,
               "offset first dim should be equal to scale first dim if none of them are equal to one");
   return {std::max(s, o)};
 }
-
-}  // namespace
 
 
 at::Tensor npu_trans_quant_param(const at::Tensor& scale, const std::optional<at::Tensor>& offset,
