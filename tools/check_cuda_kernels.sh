@@ -21,8 +21,32 @@ else
   echo "[cuda-check] host-only check skipped (no C++ compiler found)"
 fi
 
+# The CUDA op glue (csrc/aten/cuda), type-checked against the installed torch's
+# headers (its c10/cuda headers ship with the CPU wheel too) and the CUDA
+# runtime headers; -fsyntax-only: nothing is linked, so a CPU-only torch works.
 NVCC=${NVCC:-$(command -v nvcc || true)}
 if [[ -z "$NVCC" && -x /usr/local/cuda/bin/nvcc ]]; then NVCC=/usr/local/cuda/bin/nvcc; fi
+CUDA_INC=""
+for d in ${CUDA_HOME:+"$CUDA_HOME/include"} ${NVCC:+"$(dirname "$(readlink -f "$NVCC")")/../include"} /usr/local/cuda/include; do
+  if [[ -f "$d/cuda_runtime_api.h" ]]; then CUDA_INC=$d; break; fi
+done
+PY=${PYTHON:-.venv/bin/python}
+[[ -x "$PY" ]] || PY=$(command -v python3 || true)
+TORCH_INC=$([[ -n "$PY" ]] && "$PY" -c "import torch, pathlib; print(pathlib.Path(torch.__file__).parent / 'include')" 2>/dev/null || true)
+if [[ -n "$CXX_HOST" && -n "$CUDA_INC" && -n "$TORCH_INC" && -f "$TORCH_INC/c10/cuda/CUDAGuard.h" ]]; then
+  glue_defs=()
+  # A CPU wheel lacks the generated c10/cuda/impl/cuda_cmake_macros.h (it only
+  # sets export macros); c10 has a switch for building without it.
+  [[ -f "$TORCH_INC/c10/cuda/impl/cuda_cmake_macros.h" ]] || glue_defs+=(-DC10_CUDA_NO_CMAKE_CONFIGURE_FILE)
+  for src in csrc/aten/cuda/*.cpp; do
+    "$CXX_HOST" -std=c++17 -fsyntax-only -Werror -Wall -Wextra -Wno-unused-parameter -Wno-c++20-extensions \
+      "${glue_defs[@]}" -I "$TORCH_INC" -I "$TORCH_INC/torch/csrc/api/include" -I "$CUDA_INC" -I csrc/include "$src"
+  done
+  echo "[cuda-check] glue: csrc/aten/cuda/*.cpp type-checks against $("$PY" -c 'import torch; print("torch", torch.__version__)') headers (not linked)"
+else
+  echo "[cuda-check] glue check skipped (needs a C++ compiler, CUDA runtime headers and torch's c10/cuda headers)"
+fi
+
 if [[ -z "$NVCC" ]]; then
   echo "[cuda-check] skipped: nvcc not found (set NVCC=... to point at one); CUDA kernels were NOT compiled"
   exit 0

@@ -8,8 +8,9 @@
 // a CUDAGuard, and status codes turned into errors. Built only when the
 // installed torch has CUDA and nvcc exists (see CMakeLists.txt).
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
 #include <c10/util/accumulate.h>
 #include <torch/library.h>
 
@@ -38,7 +39,15 @@ void check_status(ck::Status s, const char* op) {
               s == ck::Status::kLaunchFailed ? std::string(": ") + ck::cuda_error_text() : std::string());
 }
 
-cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
+// c10::cuda's current stream (what at::cuda::getCurrentCUDAStream returns); the
+// c10/cuda headers keep this file free of ATen/cuda's cuBLAS/cuSPARSE includes.
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+int sm_count(c10::DeviceIndex device) {
+  int count = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  return count;
+}
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -202,8 +211,7 @@ at::Tensor npu_quant_matmul_cuda(const at::Tensor& x1, const at::Tensor& x2, con
       default: ep.bias_kind = ck::BiasKind::kFloat32;
     }
   }
-  const int sm_count = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
-  check_status(ck::qgemm_s8(g, sm_count, current_stream()), "npu_quant_matmul");
+  check_status(ck::qgemm_s8(g, sm_count(x1.device().index()), current_stream()), "npu_quant_matmul");
   return out;
 }
 
@@ -336,9 +344,11 @@ HeaderEntry read_w4_header(const at::Tensor& packed) {
   static std::mutex mu;
   static std::unordered_map<const void*, HeaderEntry> cache;
   const void* key = packed.const_data_ptr();
-  const int64_t version = packed._version(), nbytes = static_cast<int64_t>(packed.nbytes());
+  // Inference tensors carry no version counter: their headers are read every call.
+  const bool cacheable = !packed.is_inference();
+  const int64_t version = cacheable ? packed._version() : -1, nbytes = static_cast<int64_t>(packed.nbytes());
   c10::StorageImpl* impl = packed.storage().unsafeGetStorageImpl();
-  {
+  if (cacheable) {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache.find(key);
     if (it != cache.end()) {
@@ -359,6 +369,7 @@ HeaderEntry read_w4_header(const at::Tensor& packed) {
     const char* err = qk::w4_cuda_read_header(h, nbytes, &e.layout, &e.family);
     if (err) e.error = err;
   }
+  if (!cacheable) return e;
   std::lock_guard<std::mutex> lock(mu);
   if (cache.size() > 4096) cache.clear();  // a bound; entries are cheap to rebuild
   cache[key] = e;
