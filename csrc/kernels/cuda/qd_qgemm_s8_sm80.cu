@@ -262,9 +262,12 @@ constexpr int kGemvChunk = 64;   // k bytes per warp step (4 lanes x 16 bytes)
 constexpr int kGemvUnroll = 4;   // chunks whose loads are in flight before the first mma
 
 // 16 bytes of a k-contiguous row at byte k0 (k0 % 16 == 0), bytes past k zeroed.
+// Weights are read once (evict-first loads); activations are re-read by every block.
+template <bool kStreaming>
 __device__ __forceinline__ uint4 load_row16(const int8_t* row, int64_t k0, int64_t k) {
   if (k0 >= k) return make_uint4(0, 0, 0, 0);
-  uint4 v = __ldg(reinterpret_cast<const uint4*>(row + k0));
+  const uint4* p = reinterpret_cast<const uint4*>(row + k0);
+  uint4 v = kStreaming ? __ldcs(p) : __ldg(p);
   const int64_t valid = k - k0;
   if (valid < 16) {
     uint32_t w[4] = {v.x, v.y, v.z, v.w};
@@ -299,9 +302,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32) qgemm_s8_gemv_kernel(GemmArgs
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int64_t k0 = (base + static_cast<int64_t>(u) * kGemvWarps) * kGemvChunk + tig * 16;
       const bool in = base + static_cast<int64_t>(u) * kGemvWarps < chunks;
-      bv[u] = (b_row && in) ? load_row16(b_row, k0, args.k) : make_uint4(0, 0, 0, 0);
-      alo[u] = (a_lo && in) ? load_row16(a_lo, k0, args.k) : make_uint4(0, 0, 0, 0);
-      ahi[u] = (a_hi && in) ? load_row16(a_hi, k0, args.k) : make_uint4(0, 0, 0, 0);
+      bv[u] = (b_row && in) ? load_row16<true>(b_row, k0, args.k) : make_uint4(0, 0, 0, 0);
+      alo[u] = (a_lo && in) ? load_row16<false>(a_lo, k0, args.k) : make_uint4(0, 0, 0, 0);
+      ahi[u] = (a_hi && in) ? load_row16<false>(a_hi, k0, args.k) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {

@@ -17,8 +17,9 @@
 // Decode (m <= 16): one warp per 8-column n-tile over all of K, four warps a
 // block. A lane streams 16 contiguous bytes per 128-k chunk (the tile's chunks
 // are contiguous: the weight is read front to back, once) and four chunks are
-// loaded before the first mma. Activations come in "decode order" (two 128-bit
-// loads give a lane its fragments of all four k-steps).
+// in flight ahead of the mma (the next four prefetched while the current four
+// compute). Activations come in "decode order" (two 128-bit loads give a lane
+// its fragments of all four k-steps) and stay in L1/L2 (m x K bytes).
 //
 // Prefill (m > 16): 128 x 128 tiles, 8 warps of 64 x 32, a 3-stage cp.async
 // ring of 128-k chunks: activations (natural order) into 128-byte rows XOR-
@@ -239,12 +240,22 @@ __global__ void __launch_bounds__(kDecodeWarps * 32) w4a8_decode_kernel(W4A8Args
   float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   int cs = 0;
   const uint4 zero = make_uint4(0, 0, 0, 0);
+  // Weight chunks are prefetched one batch ahead (evict-first: read once), so a
+  // lane keeps up to 2 x kDecodeUnroll x 16 bytes in flight while it computes.
+  uint4 bw_next[kDecodeUnroll];
+#pragma unroll
+  for (int u = 0; u < kDecodeUnroll; ++u) bw_next[u] = u < k_chunks ? __ldcs(wstream + u * 32) : zero;
   for (int64_t c0 = 0; c0 < k_chunks; c0 += kDecodeUnroll) {
     uint4 bw[kDecodeUnroll], alo[kDecodeUnroll][2], ahi[kDecodeUnroll][2];
 #pragma unroll
     for (int u = 0; u < kDecodeUnroll; ++u) {
+      bw[u] = bw_next[u];
+      const int64_t ahead = c0 + kDecodeUnroll + u;
+      bw_next[u] = ahead < k_chunks ? __ldcs(wstream + ahead * 32) : zero;
+    }
+#pragma unroll
+    for (int u = 0; u < kDecodeUnroll; ++u) {
       const bool in = c0 + u < k_chunks;
-      bw[u] = in ? __ldg(wstream + (c0 + u) * 32) : zero;
       const int64_t at = (c0 + u) * 128;
       alo[u][0] = (in && q_lo) ? __ldg(reinterpret_cast<const uint4*>(q_lo + at)) : zero;
       alo[u][1] = (in && q_lo) ? __ldg(reinterpret_cast<const uint4*>(q_lo + at) + 1) : zero;
