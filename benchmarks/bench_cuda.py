@@ -5,6 +5,7 @@
 A8W8, M=4096, K=N=8192 (int8 x int8 -> scaled bf16 / fp16 output):
   qdev npu_quant_matmul bf16+pertoken   fused epilogue: per-channel scale, per-token scale, bf16 out
   qdev npu_quant_matmul fp16 (int64)    int64 (npu_trans_quant_param) scale, fp16 out
+  qdev ... [wgmma]                      the opt-in Hopper wgmma kernel (H100/H200 only)
   torch._int_mm                         cuBLASLt int8 -> int32 only (no output stage)
   torch._int_mm + dequant               the same, then a separate scale/pertoken/bf16 pass
   fp16 F.linear                         cuBLAS fp16 (the unquantized peer)
@@ -20,6 +21,7 @@ the neighbours drift), each keeping its median; CUDA events time batches of call
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 
@@ -100,6 +102,13 @@ def bench_a8w8(rounds: int) -> None:
         acc = torch._int_mm(x1, w.t())
         return (acc.float() * scale * pertoken[:, None]).to(torch.bfloat16)
 
+    def with_wgmma(_):  # the opt-in Hopper kernel (QDEV_CUDA_WGMMA is read per call)
+        os.environ["QDEV_CUDA_WGMMA"] = "1"
+        try:
+            return ops.npu_quant_matmul(x1, w.t(), scale, pertoken_scale=pertoken, output_dtype=torch.bfloat16)
+        finally:
+            os.environ.pop("QDEV_CUDA_WGMMA", None)
+
     peers = {
         "qdev npu_quant_matmul bf16+pertoken": lambda _: ops.npu_quant_matmul(
             x1, w.t(), scale, pertoken_scale=pertoken, output_dtype=torch.bfloat16),
@@ -109,8 +118,13 @@ def bench_a8w8(rounds: int) -> None:
         "torch._int_mm + dequant pass (bf16)": int_mm_dequant,
         "fp16 F.linear": lambda _: F.linear(xh, wh),
     }
+    if torch.cuda.get_device_capability()[0] == 9:
+        peers["qdev npu_quant_matmul bf16+pertoken [wgmma]"] = with_wgmma
     ours = ops.npu_quant_matmul(x1, w.t(), scale, pertoken_scale=pertoken, output_dtype=torch.bfloat16)
     err = (ours.float() - int_mm_dequant(0).float()).abs().max().item()
+    if torch.cuda.get_device_capability()[0] == 9:
+        wg_diff = (with_wgmma(0).float() - ours.float()).abs().max().item()
+        print(f"  wgmma vs mma.sync kernel: max |diff| = {wg_diff:.3g} (0 expected)")
     med = run_rounds(peers, 1, rounds)
     ops_count = 2.0 * M * N * K
     base = med["torch._int_mm (int32 out, no scaling)"]

@@ -131,6 +131,22 @@ def test_quant_matmul_matches_cpu_and_golden(case, m, k, n):
     assert_same(out, golden)
 
 
+@pytest.mark.parametrize("case", ["int8_float_scale_offset", "fp16_pertoken_fp16_bias", "bf16_bf16_bias", "int32"])
+@pytest.mark.parametrize("m,k,n", [(17, 96, 72), (130, 200, 260), (256, 512, 384), (300, 1000, 520)])
+def test_quant_matmul_wgmma_opt_in_matches_cpu(case, m, k, n, monkeypatch):
+    """The Hopper wgmma kernel (QDEV_CUDA_WGMMA=1; without an sm_90a build the mma.sync one runs)."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the wgmma kernel needs compute capability 9.x (H100/H200)")
+    monkeypatch.setenv("QDEV_CUDA_WGMMA", "1")
+    gen = torch.Generator().manual_seed(m + k + n)
+    x1 = rand_i8(m, k, gen=gen)
+    w = rand_i8(n, k, gen=gen)
+    scale, kw = make_args(case, m, n, gen)
+    cpu = ops.npu_quant_matmul(x1, w.t(), scale, **kw)
+    out = ops.npu_quant_matmul(x1.to(CUDA), w.to(CUDA).t(), scale.to(CUDA), **to_cuda(kw))
+    assert_same(out, cpu)
+
+
 @pytest.mark.parametrize("m", [1, 40])
 def test_quant_matmul_contiguous_x2_and_strided_x1(m):
     gen = torch.Generator().manual_seed(3)

@@ -82,6 +82,12 @@ Status qgemm_s8(const GemmArgs& args, int sm_count, cudaStream_t stream);
 // The two kernels, callable directly (tests and benchmarks pin one).
 Status qgemm_s8_tiled(const GemmArgs& args, cudaStream_t stream);
 Status qgemm_s8_gemv(const GemmArgs& args, cudaStream_t stream);  // m <= 16
+// Hopper's wgmma variant of the tiled GEMM (qd_qgemm_s8_sm90a.cu; only in builds
+// with an sm_90a target, where QD_HAVE_WGMMA is defined). qgemm_s8 takes it for
+// m > 16 on compute capability 9.x when QDEV_CUDA_WGMMA=1 (opt-in until it has
+// been verified on hardware).
+bool qgemm_s8_wgmma_available(int device);
+Status qgemm_s8_wgmma(const GemmArgs& args, cudaStream_t stream);
 
 // ---------------------------------------------------------------------------
 // npu_trans_quant_param: out[i] = packed int64 of (scale[i % ns], offset[i % no]).
