@@ -9,7 +9,8 @@
 // stored as 128-byte rows in the 128-byte-swizzle layout the descriptors name
 // (16-byte chunk c of row r at r * 128 + ((c ^ (r % 8)) * 16), 1024-byte
 // aligned 8-row atoms), four k32 steps per stage advance the descriptors by 32
-// bytes. cp.async writes reach the tensor cores' async proxy through
+// bytes; one stage's wgmmas stay in flight while the next stage is waited for.
+// cp.async writes reach the tensor cores' async proxy through
 // fence.proxy.async before the barrier. The output stage is the shared one.
 #include <cstdlib>
 
@@ -130,9 +131,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemm_s8_wgmma_kernel(GemmArgs ar
   for (int64_t kt = 0; kt < k_tiles; ++kt) {
     cp_async_wait<kStages - 2>();
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // cp.async data -> async proxy
-    __syncthreads();
-    if (kt + kStages - 1 < k_tiles) load_stage(kt + kStages - 1);
-    cp_async_commit();
+    __syncthreads();  // stage kt landed for everyone
 
     const uint8_t* sa = smem + static_cast<int>(kt % kStages) * kStageBytes + wg * 64 * kBK;
     const uint8_t* sb = smem + static_cast<int>(kt % kStages) * kStageBytes + kStageA;
@@ -142,9 +141,14 @@ __global__ void __launch_bounds__(kThreads, 1) qgemm_s8_wgmma_kernel(GemmArgs ar
       wgmma_m64n256k32_s8(d, smem_descriptor(sa + ks * 32), smem_descriptor(sb + ks * 32));
     }
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-    // The stage is refilled two iterations on: its wgmmas must be done by then.
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    // Keep this stage's wgmmas in flight; the previous stage's must be done (in
+    // both warpgroups) before its buffer is refilled.
+    asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+    __syncthreads();
+    if (kt + kStages - 1 < k_tiles) load_stage(kt + kStages - 1);  // into stage (kt - 1) % kStages
+    cp_async_commit();
   }
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
   cp_async_wait<0>();
 
   // Accumulators: warp w of the warpgroup holds rows 16w..16w+15 of its 64, in
