@@ -128,25 +128,54 @@ def test_linear_weight_quant_module_and_fake():
 @pytest.mark.parametrize("isa", torch_qdev._C._supported_cpu_isas())
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("group", [0, 32])
-def test_fused_gemv_path_every_isa(isa, dtype, group):
-    """M <= 16 with an nn.Linear-layout int8 weight runs the fused GEMV kernel."""
+@pytest.mark.parametrize("bits", [8, 4])
+def test_fused_linear_layout_paths_every_isa(isa, dtype, group, bits):
+    """nn.Linear-layout weights (x2 = weight.t(), int8 or int32-packed int4): M <= 16 runs the fused
+    GEMV, larger M dequantizes W' panels (same kernel roundings) for a dense GEMM."""
     gen = torch.Generator().manual_seed(6)
     m, k, n = 7, 200 if group == 0 else 192, 40
     x = torch.randn(m, k, generator=gen).to(dtype)
-    w_nk = torch.randint(-128, 128, (n, k), dtype=torch.int8, generator=gen)
+    lo, hi = (-128, 128) if bits == 8 else (-8, 8)
+    w_nk = torch.randint(lo, hi, (n, k), dtype=torch.int8, generator=gen)
+    stored = w_nk if bits == 8 else torch_qdev.npu_convert_weight_to_int4pack(w_nk.to(torch.int32))  # (n, k/8)
     shape = (n,) if group == 0 else (k // group, n)
-    scale = (torch.rand(shape, generator=gen) * 0.02).to(dtype)
+    scale = (torch.rand(shape, generator=gen) * (0.02 if bits == 8 else 0.3)).to(dtype)
     offset = torch.randn(shape, generator=gen).to(dtype)
     previous = torch_qdev._C._get_cpu_isa()
     torch_qdev._C._set_cpu_isa(isa)
     try:
-        got = torch_qdev.npu_weight_quant_batchmatmul(x.qdev(), w_nk.qdev().t(), scale.qdev(), offset.qdev(),
+        got = torch_qdev.npu_weight_quant_batchmatmul(x.qdev(), stored.qdev().t(), scale.qdev(), offset.qdev(),
                                                       antiquant_group_size=group)
-        big = torch_qdev.npu_weight_quant_batchmatmul(x.repeat(3, 1), w_nk.t(), scale, offset,
-                                                      antiquant_group_size=group)  # M = 21: dequantize + matmul
+        big_x = torch.cat([x, torch.randn(30, k, generator=gen).to(dtype)])  # M = 37: panels + GEMM
+        big = torch_qdev.npu_weight_quant_batchmatmul(big_x, stored.t(), scale, offset, antiquant_group_size=group)
+        torch_qdev._C._set_cpu_isa("ref")
+        big_ref = torch_qdev.npu_weight_quant_batchmatmul(big_x, stored.t(), scale, offset, antiquant_group_size=group)
     finally:
         torch_qdev._C._set_cpu_isa(previous)
-    expected = golden(x, w_nk.t(), scale, offset, group=group)
+    tol = 1e-2 if dtype == torch.bfloat16 else 2e-3  # fp32 summation order differs from the golden's
+    torch.testing.assert_close(got.cpu(), golden(x, w_nk.t(), scale, offset, group=group), rtol=tol, atol=tol)
+    torch.testing.assert_close(big, golden(big_x, w_nk.t(), scale, offset, group=group), rtol=tol, atol=tol)
+    assert torch.equal(big, big_ref)  # every ISA's dequantization writes the same W' bits
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_linear_layout_prefill_with_bias_groups_and_requant(dtype):
+    """The panel path with bias (fp32 GEMM), 3-D x, several panels (k large enough for 64-row panels
+    to split n), and int8 requant output."""
+    gen = torch.Generator().manual_seed(7)
+    k, n = 16384 + 128, 200  # 2 MiB / (2 k) < 64: panels of 64 columns, 4 of them
+    x = (torch.randn(2, 9, k, generator=gen) * 0.1).to(dtype)
+    w_nk = torch.randint(-8, 8, (n, k), dtype=torch.int8, generator=gen)
+    packed = torch_qdev.npu_convert_weight_to_int4pack(w_nk.to(torch.int32))
+    scale = (torch.rand(k // 128, n, generator=gen) * 0.05).to(dtype)
+    bias = torch.randn(n, generator=gen).to(dtype)
+    got = torch_qdev.npu_weight_quant_batchmatmul(x.qdev(), packed.qdev().t(), scale.qdev(), bias=bias.qdev(),
+                                                  antiquant_group_size=128)
+    expected = golden(x, w_nk.t(), scale, bias=bias, group=128)
     tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
     torch.testing.assert_close(got.cpu(), expected, rtol=tol, atol=tol)
-    assert torch.equal(big[:m], expected)
+    qs = torch.tensor([0.25])
+    got8 = torch_qdev.npu_weight_quant_batchmatmul(x, packed.t(), scale, bias=bias, antiquant_group_size=128,
+                                                   quant_scale=qs)
+    want8 = torch.round(golden(x, w_nk.t(), scale, bias=bias, group=128, keep_fp32=True) * 0.25).clamp(-128, 127)
+    assert got8.dtype == torch.int8 and (got8.float() - want8).abs().max() <= 1  # a rounding tie may flip

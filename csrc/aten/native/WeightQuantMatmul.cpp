@@ -7,6 +7,7 @@
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/tensor.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/mm.h>
 #include <c10/core/DeviceGuard.h>
 
 #include "../../kernels/matmul/qd_wq_gemv.h"
@@ -82,6 +83,87 @@ at::Tensor npu_convert_weight_to_int4pack(const at::Tensor& weight, int64_t inne
   return nz ? npu_format_cast(out, format::kFractalNZ, 3, std::nullopt) : out;
 }
 
+namespace {
+
+// Scales / offsets of an nn.Linear-layout weight widened to the kernels' [groups][n] fp32 rows.
+at::Tensor kernel_rows(const at::Tensor& t, int64_t groups, int64_t n, at::ScalarType xdt) {
+  return t.to(xdt).to(at::kFloat).expand({groups, n}).contiguous();
+}
+
+// nn.Linear-layout weights (x2 = weight.t(), int8 or int4): decode-sized M runs the fused GEMV,
+// which streams the weight once; larger M dequantizes W' panel by panel into x's dtype (the exact
+// values the golden multiplies) and runs the dense GEMM on each, so no full dequantized copy of
+// the weight is ever made. bf16 without bias multiplies in bf16 with fp32 accumulation (oneDNN), one
+// rounding as in the golden; otherwise the panel is widened to fp32.
+at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, const at::Tensor& w_nk, bool int4,
+                              int64_t rows, int64_t n, int64_t k, int64_t G, const at::Tensor& antiquant_scale,
+                              const std::optional<at::Tensor>& antiquant_offset, const at::Tensor& scale_rows,
+                              const at::Tensor& off_rows, const std::optional<at::Tensor>& bias,
+                              const std::optional<at::Tensor>& quant_scale,
+                              const std::optional<at::Tensor>& quant_offset) {
+  const auto xdt = x.scalar_type();
+  const int64_t groups = G > 0 ? (k + G - 1) / G : 1;
+  const at::Tensor s_rows = G > 0 ? logical_host_view(antiquant_scale).reshape({-1, n}) : scale_rows;
+  const at::Tensor o_rows = !off_rows.defined() ? at::Tensor()
+                            : G > 0 ? logical_host_view(*antiquant_offset).reshape({-1, n}) : off_rows;
+  const at::Tensor s_f = kernel_rows(s_rows, groups, n, xdt);
+  const at::Tensor o_f = o_rows.defined() ? kernel_rows(o_rows, groups, n, xdt) : at::Tensor();
+  const at::Tensor xr = x_host.reshape({rows, k}).contiguous();
+  const at::Tensor xf = rows <= 16 ? xr.to(at::kFloat) : at::Tensor();  // widened once, exact
+  ::qdev::kernels::WqGemvArgs args;
+  args.m = rows;
+  args.n = n;
+  args.k = k;
+  args.group = G > 0 ? G : k;
+  args.x = xf.defined() ? xf.const_data_ptr<float>() : nullptr;
+  args.ldx = k;
+  args.bf16 = xdt == at::kBFloat16;
+  args.w = static_cast<const int8_t*>(w_nk.const_data_ptr());
+  args.ldw = w_nk.stride(0) * static_cast<int64_t>(w_nk.element_size());  // bytes
+  args.int4 = int4;
+  args.scale = s_f.const_data_ptr<float>();
+  args.offset = o_f.defined() ? o_f.const_data_ptr<float>() : nullptr;
+  const auto isa = ::qdev::kernels::active_isa();
+  at::Tensor y;
+  if (rows <= 16) {
+    y = at::empty({rows, n}, xr.options().dtype(at::kFloat));
+    args.y = y.mutable_data_ptr<float>();
+    args.ldy = n;
+    at::parallel_for(0, n, std::max<int64_t>(16, parallel_grain(n, rows * k)),
+                     [&](int64_t n0, int64_t n1) { ::qdev::kernels::wq_gemv(isa, args, n0, n1); });
+  } else {
+    const bool bf16_gemm = xdt == at::kBFloat16 && !defined(bias);
+    y = at::empty({rows, n}, xr.options().dtype(bf16_gemm ? at::kBFloat16 : at::kFloat));
+    const at::Tensor xg = bf16_gemm ? xr : xr.to(at::kFloat);
+    // ~2 MiB of W' per panel: stays in L2/L3 between being written and being multiplied.
+    const int64_t panel = std::clamp<int64_t>((int64_t{2} << 20) / (2 * k) / 64 * 64, 64, 1024);
+    at::Tensor buf = at::empty({std::min(panel, n), k}, xr.options().dtype(xdt));
+    uint16_t* bp = reinterpret_cast<uint16_t*>(buf.mutable_data_ptr());
+    for (int64_t n0 = 0; n0 < n; n0 += panel) {
+      const int64_t n1 = std::min(n, n0 + panel);
+      at::parallel_for(n0, n1, 8, [&](int64_t a, int64_t b) {
+        ::qdev::kernels::wq_dequant_rows(isa, args, a, b, bp + (a - n0) * k, k);
+      });
+      const at::Tensor wp = buf.narrow(0, 0, n1 - n0);
+      y.narrow(1, n0, n1 - n0).copy_(at::mm(xg, (bf16_gemm ? wp : wp.to(at::kFloat)).t()));
+    }
+    y = y.to(at::kFloat);
+  }
+  auto out_sizes = x.sizes().vec();
+  out_sizes.back() = n;
+  y = y.reshape(out_sizes);
+  if (defined(bias)) y = y.add(logical_host_view(*bias).to(at::kFloat));
+  if (xdt == at::kBFloat16) y = y.to(at::kBFloat16).to(at::kFloat);
+  if (!defined(quant_scale)) {
+    at::Tensor out = at::empty(y.sizes(), x.options().dtype(xdt));
+    logical_host_view(out).copy_(y);
+    return out;
+  }
+  return requant_int8(y, quant_scale, quant_offset, x);
+}
+
+}  // namespace
+
 at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& weight,
                                         const at::Tensor& antiquant_scale,
                                         const std::optional<at::Tensor>& antiquant_offset,
@@ -115,18 +197,17 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
     guard.emplace(x.device());
     c10::qdev::sync_current_stream(x.device().index());
   }
-  // Weight values as int8 (k, n) with batch dims.
-  at::Tensor w;
-  if (wt == at::kInt) {
-    const at::Tensor hw = logical_host_view(weight);
-    w = is_transpose_last_two(hw) ? unpack_int4(hw.transpose(-1, -2)).transpose(-1, -2) : unpack_int4(hw);
-  } else {
-    w = logical_host_view(weight);
-  }
-  const int64_t xk = x.size(-1), wk = w.size(-2), n = w.size(-1);
-  if (x.dim() > 2 && w.dim() > 2) {
-    TORCH_CHECK(x.dim() == w.dim(), "x dim is not the same as weight dim");
-    TORCH_CHECK(x.sizes().slice(0, x.dim() - 2) == w.sizes().slice(0, w.dim() - 2), "batch of x is diff from batch of weight");
+  // The weight as stored: int8 (k, n), or int32 words of 8 nibbles along n ((k, n / 8)) or, for a
+  // transposed view of an nn.Linear-layout (n, k / 8) weight, along k. Unpacked only where needed.
+  const at::Tensor hw = logical_host_view(weight);
+  const bool int4 = wt == at::kInt;
+  const bool w_transposed = is_transpose_last_two(hw);
+  const int64_t xk = x.size(-1);
+  const int64_t wk = int4 && w_transposed ? hw.size(-2) * 8 : hw.size(-2);
+  const int64_t n = int4 && !w_transposed ? hw.size(-1) * 8 : hw.size(-1);
+  if (x.dim() > 2 && hw.dim() > 2) {
+    TORCH_CHECK(x.dim() == hw.dim(), "x dim is not the same as weight dim");
+    TORCH_CHECK(x.sizes().slice(0, x.dim() - 2) == hw.sizes().slice(0, hw.dim() - 2), "batch of x is diff from batch of weight");
   }
   TORCH_CHECK(xk == wk, "The k of x and weight should be equal. but x_k_dim is ", xk, ", weight_k_dim is ", wk);
   const int64_t G = antiquant_group_size;
@@ -149,62 +230,29 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
     const int64_t groups = (wk + G - 1) / G;
     TORCH_CHECK(scale.size(0) == groups && scale.size(1) == n, "npu_weight_quant_batchmatmul: per-group "
                 "antiquant_scale must be (", groups, ", ", n, "), but it is ", antiquant_scale.sizes());
-    auto expand_rows = [&](const at::Tensor& t) { return t.repeat_interleave(G, 0).narrow(0, 0, wk); };
-    scale = expand_rows(scale);
-    if (off.defined()) off = expand_rows(off);
   } else {
     TORCH_CHECK(scale.size(0) == 1 && (scale.size(1) == 1 || scale.size(1) == n), "npu_weight_quant_batchmatmul: "
                 "antiquant_scale must be (1,), (n,) or (1, n) without antiquant_group_size, but it is ",
                 antiquant_scale.sizes());
   }
-  // Decode-sized M with an nn.Linear-layout int8 weight (x2 = weight.t()): the fused GEMV
-  // streams the int8 weight once instead of materialising the dequantized matrix.
   const at::Tensor x_host = logical_host_view(x);
   const int64_t rows = x.numel() / std::max<int64_t>(xk, 1);
-  if (!int64_scale && wt == at::kChar && w.dim() == 2 && is_transpose_last_two(w) && rows > 0 && rows <= 16 &&
-      n > 0 && xk > 0) {
-    const int64_t groups = G > 0 ? (wk + G - 1) / G : 1;
-    const auto widen = [&](const at::Tensor& t) {  // (1 or groups, 1 or n) -> contiguous [groups][n] fp32
-      return t.to(xdt).to(at::kFloat).expand({groups, n}).contiguous();
-    };
-    const at::Tensor s_rows = G > 0 ? logical_host_view(antiquant_scale).reshape({-1, n}) : scale;
-    const at::Tensor o_rows = !off.defined() ? at::Tensor()
-                              : G > 0 ? logical_host_view(*antiquant_offset).reshape({-1, n}) : off;
-    const at::Tensor s_f = widen(s_rows);
-    const at::Tensor o_f = o_rows.defined() ? widen(o_rows) : at::Tensor();
-    const at::Tensor xr = x_host.reshape({rows, xk}).contiguous();
-    const at::Tensor w_nk = w.transpose(-1, -2);  // contiguous (n, k)
-    at::Tensor y = at::empty({rows, n}, xr.options().dtype(at::kFloat));
-    ::qdev::kernels::WqGemvArgs args;
-    args.m = rows;
-    args.n = n;
-    args.k = xk;
-    args.group = G > 0 ? G : xk;
-    args.x = reinterpret_cast<const uint16_t*>(xr.const_data_ptr());
-    args.ldx = xk;
-    args.bf16 = xdt == at::kBFloat16;
-    args.w = w_nk.const_data_ptr<int8_t>();
-    args.ldw = w_nk.stride(0);
-    args.scale = s_f.const_data_ptr<float>();
-    args.offset = o_f.defined() ? o_f.const_data_ptr<float>() : nullptr;
-    args.y = y.mutable_data_ptr<float>();
-    args.ldy = n;
-    const auto isa = ::qdev::kernels::active_isa();
-    at::parallel_for(0, n, std::max<int64_t>(16, parallel_grain(n, rows * xk)),
-                     [&](int64_t n0, int64_t n1) { ::qdev::kernels::wq_gemv(isa, args, n0, n1); });
-    auto out_sizes = x.sizes().vec();
-    out_sizes.back() = n;
-    y = y.reshape(out_sizes);
-    if (defined(bias)) y = y.add(logical_host_view(*bias).to(at::kFloat));
-    if (xdt == at::kBFloat16) y = y.to(at::kBFloat16).to(at::kFloat);
-    if (!defined(quant_scale)) {
-      at::Tensor out = at::empty(y.sizes(), x.options().dtype(xdt));
-      logical_host_view(out).copy_(y);
-      return out;
-    }
-    return requant_int8(y, quant_scale, quant_offset, x);
+  if (!int64_scale && hw.dim() == 2 && w_transposed && rows > 0 && n > 0 && xk > 0) {
+    return weight_only_linear(x, x_host, hw.transpose(-1, -2), int4, rows, n, xk, G, antiquant_scale,
+                              antiquant_offset, scale, off, bias, quant_scale, quant_offset);
   }
 
+  if (G > 0) {  // one scale / offset row per k
+    auto expand_rows = [&](const at::Tensor& t) { return t.repeat_interleave(G, 0).narrow(0, 0, wk); };
+    scale = expand_rows(scale);
+    if (off.defined()) off = expand_rows(off);
+  }
+  at::Tensor w;  // int8 values (k, n) with batch dims
+  if (int4) {
+    w = w_transposed ? unpack_int4(hw.transpose(-1, -2)).transpose(-1, -2) : unpack_int4(hw);
+  } else {
+    w = hw;
+  }
   // W' = (W + offset) * scale, each step rounded to x's dtype (CANN's golden).
   at::Tensor wd = w.to(xdt).contiguous();  // one layout, one fp32 summation order
   if (off.defined()) wd = wd.add(off.to(xdt));

@@ -2,8 +2,10 @@
 //   y[m, n] = sum_k x[m, k] * W'[k, n],  W'[k, n] = rnd(rnd(w[k, n] + off[g, n]) * scale[g, n])
 // with rnd = rounding to the activation dtype (fp16 or bf16, round to nearest even)
 // and g = k / group (group = k: per channel). Accumulation in fp32.
-// Weights are int8 stored row per output column (n, k) — the layout of an
-// nn.Linear weight, i.e. x2 = weight.t() — so each column is one contiguous stream.
+// Weights are int8, or int4 two per byte, stored row per output column (n, k) — the
+// layout of an nn.Linear weight, i.e. x2 = weight.t() — so each column is one
+// contiguous stream. For larger M the same dequantization fills W' panels for a
+// dense GEMM (wq_dequant_rows).
 #pragma once
 
 #include <cstdint>
@@ -13,12 +15,13 @@
 namespace qdev::kernels {
 
 struct WqGemvArgs {
-  int64_t m = 0, n = 0, k = 0, group = 0;  // group == k: one scale per column
-  const uint16_t* x = nullptr;  // fp16 or bf16 bits, rows of ldx
+  int64_t m = 0, n = 0, k = 0, group = 0;  // group == k: one scale per column; the last group may be short
+  const float* x = nullptr;     // activation rows (fp16/bf16 values widened to fp32, exact), stride ldx
   int64_t ldx = 0;
-  bool bf16 = false;
-  const int8_t* w = nullptr;    // (n, k), row stride ldw
+  bool bf16 = false;            // the activation dtype: W' rounds to bf16 (else fp16)
+  const int8_t* w = nullptr;    // (n, k), row stride ldw bytes
   int64_t ldw = 0;
+  bool int4 = false;            // w rows hold k / 2 bytes: k even in the low nibble, two's complement
   const float* scale = nullptr;   // [groups][n] (values of the x dtype, widened)
   const float* offset = nullptr;  // [groups][n] or null
   float* y = nullptr;             // fp32 (m, n), row stride ldy
@@ -28,5 +31,11 @@ struct WqGemvArgs {
 void wq_gemv(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_ref(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_avx512(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
+
+// W' rows of columns [n_begin, n_end) as fp16/bf16 bits (args.bf16), exactly the values the GEMV
+// multiplies: out[(j - n_begin) * ldo + kk] = W'[kk, j]. x and y are not used.
+void wq_dequant_rows(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo);
+void wq_dequant_rows_ref(const WqGemvArgs& args, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo);
+void wq_dequant_rows_avx512(const WqGemvArgs& args, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo);
 
 }  // namespace qdev::kernels

@@ -1,6 +1,7 @@
-// AVX-512 weight-only GEMV: each column's int8 weights stream once; 16 k per
-// step are dequantized with the activation dtype's roundings (vcvtps2ph /
-// integer bf16 rounding) and multiplied with up to 4 activation rows.
+// AVX-512 weight-only GEMV: each column's int8 (or int4) weights stream once; 16 k
+// per step are dequantized with the activation dtype's roundings (vcvtps2ph /
+// integer bf16 rounding) and multiplied with up to 4 activation rows. The same
+// dequantization writes W' rows for the prefill path's dense GEMM.
 #if !defined(__AVX512F__) || !defined(__AVX512BW__)
 #error "compile with -mavx512f -mavx512bw -mavx512vl"
 #endif
@@ -25,35 +26,111 @@ inline __m512 round_to(__m512 f, bool bf16) {
   return bf16 ? round_bf16(f) : _mm512_cvtph_ps(_mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-inline __m512 load_x(const uint16_t* p, __mmask16 m, bool bf16) {
-  const __m256i h = _mm256_maskz_loadu_epi16(m, p);
-  return bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)) : _mm512_cvtph_ps(h);
+// int4: the 16 dequantized values of one (group, column) fit one register, so each weight is a
+// table lookup (vpermps uses the low 4 bits of each index lane) instead of convert + 2 roundings.
+inline __m512 int4_table(const WqGemvArgs& a, int64_t j, int64_t g) {
+  __m512 w = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);  // nibble c -> (c ^ 8) - 8
+  if (a.offset) w = round_to(_mm512_add_ps(w, _mm512_set1_ps(a.offset[g * a.n + j])), a.bf16);
+  return round_to(_mm512_mul_ps(w, _mm512_set1_ps(a.scale[g * a.n + j])), a.bf16);
 }
 
-constexpr int kRows = 4;
+// Lane i's low 4 bits = nibble of k = kk + i (bytes hold two k, the even one low); higher bits are junk.
+inline __m512i int4_indices(const int8_t* wj, int64_t kk, int64_t left) {
+  const __mmask16 bytes = static_cast<__mmask16>(left >= 16 ? 0xFF : (1u << ((left + 1) / 2)) - 1);
+  const __m128i packed = _mm_maskz_loadu_epi8(bytes, wj + kk / 2);
+  return _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, _mm_srli_epi16(packed, 4)));
+}
+
+inline __m512 dequant_int8(const WqGemvArgs& a, const int8_t* wj, int64_t j, int64_t kk, __mmask16 m, int64_t g) {
+  __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, wj + kk)));
+  if (a.offset) w = round_to(_mm512_add_ps(w, _mm512_set1_ps(a.offset[g * a.n + j])), a.bf16);
+  return round_to(_mm512_mul_ps(w, _mm512_set1_ps(a.scale[g * a.n + j])), a.bf16);
+}
+
+inline __mmask16 lanes(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
+}
+
+// One tile: C columns x up to R activation rows, R * C independent accumulator chains (a single
+// chain would leave the kernel bound by FMA latency at M = 1). Each dequantized 16-k vector is
+// reused by every row; each x vector by every column. Per (row, column) the summation order is
+// fixed: 16 lanes over k in order, then one horizontal sum.
+template <bool kInt4, int R, int C>
+void gemv_tile(const WqGemvArgs& a, int64_t j0, int64_t r0, int rows) {
+  const bool channelwise = a.group == a.k;
+  const float* x0 = a.x + r0 * a.ldx;
+  __m512 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t k0 = 0, g = 0; k0 < a.k; k0 += a.group, ++g) {
+    const int64_t k1 = std::min(a.k, k0 + a.group);
+    const int64_t gi = channelwise ? 0 : g;
+    __m512 table[C];
+    for (int c = 0; c < C; ++c) table[c] = kInt4 ? int4_table(a, j0 + c, gi) : _mm512_setzero_ps();
+    for (int64_t kk = k0; kk < k1; kk += 16) {
+      const int64_t left = std::min<int64_t>(16, k1 - kk);
+      const __mmask16 m = lanes(left);
+      __m512 w[C];
+      for (int c = 0; c < C; ++c) {
+        const int8_t* wj = a.w + (j0 + c) * a.ldw;
+        if constexpr (kInt4) {
+          w[c] = _mm512_maskz_permutexvar_ps(m, int4_indices(wj, kk, left), table[c]);
+        } else {
+          w[c] = dequant_int8(a, wj, j0 + c, kk, m, gi);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        if (r >= rows) break;
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x0 + r * a.ldx + kk);
+        for (int c = 0; c < C; ++c) acc[r][c] = _mm512_fmadd_ps(xv, w[c], acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < C; ++c) a.y[(r0 + r) * a.ldy + j0 + c] = _mm512_reduce_add_ps(acc[r][c]);
+}
+
+template <bool kInt4, int R, int C>
+void gemv_rows_block(const WqGemvArgs& a, int64_t n_begin, int64_t n_end, int64_t r0, int rows) {
+  int64_t j = n_begin;
+  for (; j + C <= n_end; j += C) gemv_tile<kInt4, R, C>(a, j, r0, rows);
+  for (; j < n_end; ++j) gemv_tile<kInt4, R, 1>(a, j, r0, rows);
+}
+
+template <bool kInt4>
+void gemv_columns(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
+  if (a.m == 1) return gemv_rows_block<kInt4, 1, 8>(a, n_begin, n_end, 0, 1);
+  if (a.m == 2) return gemv_rows_block<kInt4, 2, 4>(a, n_begin, n_end, 0, 2);
+  if (a.m <= 4) return gemv_rows_block<kInt4, 4, 2>(a, n_begin, n_end, 0, static_cast<int>(a.m));
+  for (int64_t r0 = 0; r0 < a.m; r0 += 8) {
+    gemv_rows_block<kInt4, 8, 1>(a, n_begin, n_end, r0, static_cast<int>(std::min<int64_t>(8, a.m - r0)));
+  }
+}
 
 }  // namespace
 
 void wq_gemv_avx512(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
-  const int64_t groups = a.group == a.k ? 1 : a.k / a.group;
-  const int64_t step = groups == 1 ? 16 : std::min<int64_t>(16, a.group);
+  if (a.int4) return gemv_columns<true>(a, n_begin, n_end);
+  gemv_columns<false>(a, n_begin, n_end);
+}
+
+void wq_dequant_rows_avx512(const WqGemvArgs& a, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo) {
+  const bool channelwise = a.group == a.k;
   for (int64_t j = n_begin; j < n_end; ++j) {
     const int8_t* wj = a.w + j * a.ldw;
-    for (int64_t r0 = 0; r0 < a.m; r0 += kRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kRows, a.m - r0));
-      __m512 acc[kRows] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-      for (int64_t kk = 0; kk < a.k; kk += step) {
-        const int64_t left = std::min<int64_t>(step, a.k - kk);
-        const __mmask16 m = left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
-        const int64_t g = groups == 1 ? 0 : kk / a.group;
-        __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, wj + kk)));
-        if (a.offset) w = round_to(_mm512_add_ps(w, _mm512_set1_ps(a.offset[g * a.n + j])), a.bf16);
-        w = round_to(_mm512_mul_ps(w, _mm512_set1_ps(a.scale[g * a.n + j])), a.bf16);
-        for (int r = 0; r < rows; ++r) {
-          acc[r] = _mm512_fmadd_ps(load_x(a.x + (r0 + r) * a.ldx + kk, m, a.bf16), w, acc[r]);
-        }
-      }
-      for (int r = 0; r < rows; ++r) a.y[(r0 + r) * a.ldy + j] = _mm512_reduce_add_ps(acc[r]);
+    uint16_t* row = out + (j - n_begin) * ldo;
+    __m512 table = _mm512_setzero_ps();
+    for (int64_t kk = 0; kk < a.k; kk += 16) {
+      const int64_t left = std::min<int64_t>(16, a.k - kk);
+      const __mmask16 m = lanes(left);
+      const int64_t g = channelwise ? 0 : kk / a.group;  // groups are multiples of 32: 16 k share one
+      if (a.int4 && (kk == 0 || (!channelwise && kk % a.group == 0))) table = int4_table(a, j, g);
+      const __m512 w = a.int4 ? _mm512_maskz_permutexvar_ps(m, int4_indices(wj, kk, left), table)
+                              : dequant_int8(a, wj, j, kk, m, g);
+      // w holds exact fp16/bf16 values: truncating to the upper half (bf16) or vcvtps2ph is exact
+      const __m256i bits = a.bf16 ? _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(w), 16))
+                                  : _mm512_cvtps_ph(w, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm256_mask_storeu_epi16(row + kk, m, bits);
     }
   }
 }
