@@ -43,3 +43,20 @@ def test_sdpa_uses_cpu_flash_kernel_and_matches_cpu(case, dtype):
         assert flash in qdev_ops
     tol = 2e-2 if dtype == torch.bfloat16 else 1e-5
     torch.testing.assert_close(y.cpu(), ref, rtol=tol, atol=tol)
+
+
+def test_sdpa_bf16_on_qdev_is_computed_in_fp32_and_differentiable():
+    """qdev's flash kernel widens 16-bit inputs to fp32: its result is the fp32 result rounded once,
+    and gradients flow back to qdev leaves."""
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 4, 9, 32, generator=gen).bfloat16() for _ in range(3))
+    exact = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True).bfloat16()
+    leaves = [t.qdev().requires_grad_() for t in (q, k, v)]
+    y = F.scaled_dot_product_attention(*leaves, is_causal=True)
+    assert y.dtype == torch.bfloat16 and torch.equal(y.cpu(), exact)
+    y.float().square().sum().backward()
+    cpu_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    F.scaled_dot_product_attention(*cpu_leaves, is_causal=True).float().square().sum().backward()
+    for a, b in zip(leaves, cpu_leaves):
+        assert a.grad.device.type == "qdev"
+        torch.testing.assert_close(a.grad.cpu(), b.grad, rtol=5e-2, atol=5e-2)
