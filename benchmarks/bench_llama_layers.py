@@ -172,14 +172,16 @@ def write(records: list[dict], out_dir: Path) -> None:
         return
     shapes = sorted({(r["K"], r["N"]) for r in records}, key=lambda s: [(r["K"], r["N"]) for r in records].index(s))
     paths = list(dict.fromkeys(r["path"] for r in records))
-    fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(shapes), figsize=(5 * len(shapes), 5.5), squeeze=False)
+    colors = plt.get_cmap("tab20")
     for ax, (K, N) in zip(axes[0], shapes):
-        for path in paths:
+        for i, path in enumerate(paths):
             pts = [(r["M"], r["gops"]) for r in records if (r["K"], r["N"], r["path"]) == (K, N, path)]
             if not pts:
                 continue
             ours = path.startswith("qdev")
-            ax.plot(*zip(*pts), marker="o", lw=2.2 if ours else 1.0, ls="-" if ours else "--", label=path)
+            ax.plot(*zip(*pts), marker="o", lw=2.2 if ours else 1.0, ls="-" if ours else "--", label=path,
+                    color=colors(i % 20))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(f"K={K} N={N}")

@@ -129,11 +129,12 @@ def test_linear_weight_quant_module_and_fake():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("group", [0, 32])
 @pytest.mark.parametrize("bits", [8, 4])
-def test_fused_linear_layout_paths_every_isa(isa, dtype, group, bits):
-    """nn.Linear-layout weights (x2 = weight.t(), int8 or int32-packed int4): M <= 16 runs the fused
+@pytest.mark.parametrize("m", [1, 3])
+def test_fused_linear_layout_paths_every_isa(isa, dtype, group, bits, m):
+    """nn.Linear-layout weights (x2 = weight.t(), int8 or int32-packed int4): M <= 4 runs the fused
     GEMV, larger M dequantizes W' panels (same kernel roundings) for a dense GEMM."""
     gen = torch.Generator().manual_seed(6)
-    m, k, n = 7, 200 if group == 0 else 192, 40
+    k, n = 200 if group == 0 else 192, 40
     x = torch.randn(m, k, generator=gen).to(dtype)
     lo, hi = (-128, 128) if bits == 8 else (-8, 8)
     w_nk = torch.randint(lo, hi, (n, k), dtype=torch.int8, generator=gen)

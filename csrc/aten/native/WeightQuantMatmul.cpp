@@ -90,7 +90,7 @@ at::Tensor kernel_rows(const at::Tensor& t, int64_t groups, int64_t n, at::Scala
   return t.to(xdt).to(at::kFloat).expand({groups, n}).contiguous();
 }
 
-// nn.Linear-layout weights (x2 = weight.t(), int8 or int4): decode-sized M runs the fused GEMV,
+// nn.Linear-layout weights (x2 = weight.t(), int8 or int4): up to 4 rows run the fused GEMV,
 // which streams the weight once; larger M dequantizes W' panel by panel into x's dtype (the exact
 // values the golden multiplies) and runs the dense GEMM on each, so no full dequantized copy of
 // the weight is ever made. bf16 without bias multiplies in bf16 with fp32 accumulation (oneDNN), one
@@ -109,7 +109,7 @@ at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, con
   const at::Tensor s_f = kernel_rows(s_rows, groups, n, xdt);
   const at::Tensor o_f = o_rows.defined() ? kernel_rows(o_rows, groups, n, xdt) : at::Tensor();
   const at::Tensor xr = x_host.reshape({rows, k}).contiguous();
-  const at::Tensor xf = rows <= 16 ? xr.to(at::kFloat) : at::Tensor();  // widened once, exact
+  const at::Tensor xf = rows <= 4 ? xr.to(at::kFloat) : at::Tensor();  // GEMV rows, widened once (exact)
   ::qdev::kernels::WqGemvArgs args;
   args.m = rows;
   args.n = n;
@@ -125,7 +125,10 @@ at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, con
   args.offset = o_f.defined() ? o_f.const_data_ptr<float>() : nullptr;
   const auto isa = ::qdev::kernels::active_isa();
   at::Tensor y;
-  if (rows <= 16) {
+  // The GEMV's cost grows with every row (a dequantize and an FMA per weight per row); the panel
+  // path pays the dequantization once and then runs at GEMM speed: it wins from ~5 rows on.
+  constexpr int64_t kGemvMaxRows = 4;
+  if (rows <= kGemvMaxRows) {
     y = at::empty({rows, n}, xr.options().dtype(at::kFloat));
     args.y = y.mutable_data_ptr<float>();
     args.ldy = n;
