@@ -161,10 +161,10 @@ def test_llm_demo_smoke(tmp_path, capsys):
                     "--slow-new-tokens", "2", "--out-dir", str(tmp_path), "--no-extrapolate-7b"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "| qdev W4A8-dynamic g32 |" in out and "| torch.ao dynamic int8 (fbgemm, fp32) |" in out
+    assert "| qdev W4A8-dynamic g32 (fp32 x) |" in out and "| torch.ao dynamic int8 (fbgemm, fp32) |" in out
     with open(tmp_path / "llm_demo.csv") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
-    expected = {"fp32 eager (CPU)", "qdev A8W8-dynamic", "qdev W4A8-dynamic g32", "qdev A16W8", "qdev A16W4 g128",
+    expected = {"fp32 eager (CPU)", "qdev A8W8-dynamic", "qdev W4A8-dynamic g32 (fp32 x)", "qdev A16W8", "qdev A16W4 g128",
                 "torch.ao dynamic int8 (fbgemm, fp32)", "torch int4 weight-only g32 (bf16)",
                 "torch _dyn_quant_matmul_4bit g32 (fp32)"}
     assert set(rows) == expected
@@ -173,6 +173,6 @@ def test_llm_demo_smoke(tmp_path, capsys):
     # int8 paths track fp32 closely even on random weights; int4 ones less so
     assert float(rows["qdev A8W8-dynamic"]["logit_cos"]) > 0.99
     assert float(rows["qdev A16W8"]["logit_cos"]) > 0.99
-    assert float(rows["qdev W4A8-dynamic g32"]["logit_cos"]) > 0.9
+    assert float(rows["qdev W4A8-dynamic g32 (fp32 x)"]["logit_cos"]) > 0.9
     assert float(rows["qdev A8W8-dynamic"]["weights_mib"]) < float(rows["fp32 eager (CPU)"]["weights_mib"])
     assert (tmp_path / "llm_demo.png").stat().st_size > 10_000
