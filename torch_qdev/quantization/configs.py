@@ -61,51 +61,44 @@ class W4A8DynamicConfig(QuantConfig):
 
 
 @dataclass(frozen=True)
-class A16W8Config(QuantConfig):
-    """Weight-only int8 (per channel, or per ``group_size``) with bfloat16/float16 activations:
-    the model must run in ``dtype`` (e.g. ``model.to(torch.bfloat16)``)."""
+class _WeightOnlyConfig(QuantConfig):
+    """Weight-only ``bits``-bit weights (per channel with ``group_size=0``, else per k-group, a
+    multiple of 32) with 16-bit activations: the model must run in ``dtype``."""
 
+    bits = 8
     group_size: int = 0
     dtype: torch.dtype = torch.bfloat16
 
     @property
     def name(self) -> str:
-        return "A16W8" + (f" g{self.group_size}" if self.group_size else "")
+        return f"A16W{self.bits}" + (f" g{self.group_size}" if self.group_size else "")
 
     def check(self, linear):
-        g = self.group_size
-        if g and linear.in_features % g:
-            return f"in_features={linear.in_features} is not a multiple of group_size={g}"
+        g, k = self.group_size, linear.in_features
+        if g and (g % 32 or k % g or g >= k):
+            return f"in_features={k} does not take group_size={g} (a multiple of 32 dividing it, below it)"
+        if self.bits == 4 and k % 8:
+            return f"in_features={k} is not a multiple of 8"
         return None
 
     def convert(self, linear):
         from ..contrib.module import LinearWeightQuant
 
-        return LinearWeightQuant.from_float(linear, bits=8, group_size=self.group_size, dtype=self.dtype)
+        return LinearWeightQuant.from_float(linear, bits=self.bits, group_size=self.group_size, dtype=self.dtype)
 
 
 @dataclass(frozen=True)
-class A16W4Config(QuantConfig):
+class A16W8Config(_WeightOnlyConfig):
+    """Weight-only int8 (per channel, or per ``group_size``) with bfloat16/float16 activations:
+    the model must run in ``dtype`` (e.g. ``model.to(torch.bfloat16)``)."""
+
+    bits = 8
+
+
+@dataclass(frozen=True)
+class A16W4Config(_WeightOnlyConfig):
     """Weight-only int4 (int32-packed, per ``group_size`` k-group or per channel with 0) with
     bfloat16/float16 activations: the model must run in ``dtype``."""
 
+    bits = 4
     group_size: int = 128
-    dtype: torch.dtype = torch.bfloat16
-
-    @property
-    def name(self) -> str:
-        return "A16W4" + (f" g{self.group_size}" if self.group_size else "")
-
-    def check(self, linear):
-        g = self.group_size
-        if g and linear.in_features % g:
-            return f"in_features={linear.in_features} is not a multiple of group_size={g}"
-        if linear.in_features % 8:
-            return f"in_features={linear.in_features} is not a multiple of 8"
-        return None
-
-    def convert(self, linear):
-        from ..contrib.module import LinearWeightQuant
-
-        return LinearWeightQuant.from_float(linear, bits=4, group_size=self.group_size, dtype=self.dtype)
-
