@@ -30,12 +30,14 @@ struct WqGemvArgs {
 
 void wq_gemv(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_ref(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
+void wq_gemv_avx2(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_avx512(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 
 // W' rows of columns [n_begin, n_end) as fp16/bf16 bits (args.bf16), exactly the values the GEMV
 // multiplies: out[(j - n_begin) * ldo + kk] = W'[kk, j]. x and y are not used.
 void wq_dequant_rows(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo);
 void wq_dequant_rows_ref(const WqGemvArgs& args, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo);
+void wq_dequant_rows_avx2(const WqGemvArgs& args, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo);
 void wq_dequant_rows_avx512(const WqGemvArgs& args, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo);
 
 }  // namespace qdev::kernels

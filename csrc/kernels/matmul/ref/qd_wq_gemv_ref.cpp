@@ -53,6 +53,9 @@ void wq_dequant_rows(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n
 #ifdef QD_HAVE_AVX512VNNI
   if (isa == Isa::kAvx512Vnni) return wq_dequant_rows_avx512(args, n_begin, n_end, out, ldo);
 #endif
+#ifdef QD_HAVE_AVX2
+  if (isa == Isa::kAvx2) return wq_dequant_rows_avx2(args, n_begin, n_end, out, ldo);
+#endif
   (void)isa;
   wq_dequant_rows_ref(args, n_begin, n_end, out, ldo);
 }
@@ -60,6 +63,9 @@ void wq_dequant_rows(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n
 void wq_gemv(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end) {
 #ifdef QD_HAVE_AVX512VNNI
   if (isa == Isa::kAvx512Vnni) return wq_gemv_avx512(args, n_begin, n_end);
+#endif
+#ifdef QD_HAVE_AVX2
+  if (isa == Isa::kAvx2) return wq_gemv_avx2(args, n_begin, n_end);
 #endif
   (void)isa;
   wq_gemv_ref(args, n_begin, n_end);
