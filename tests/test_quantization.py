@@ -176,3 +176,14 @@ def test_llm_demo_smoke(tmp_path, capsys):
     assert float(rows["qdev W4A8-dynamic g32 (fp32 x)"]["logit_cos"]) > 0.9
     assert float(rows["qdev A8W8-dynamic"]["weights_mib"]) < float(rows["fp32 eager (CPU)"]["weights_mib"])
     assert (tmp_path / "llm_demo.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("config,dtype,bound", CONFIGS, ids=lambda v: getattr(v, "name", None))
+def test_quantized_layers_take_empty_noncontiguous_and_reject_bad_inputs(config, dtype, bound):
+    layer = quantized_linear(nn.Linear(64, 32).to(dtype), config).qdev()
+    assert layer(torch.empty(0, 64, dtype=dtype, device="qdev")).shape == (0, 32)
+    assert layer(torch.empty(2, 0, 64, dtype=dtype, device="qdev")).shape == (2, 0, 32)
+    x = torch.randn(64, 6, dtype=dtype).qdev().t()  # non-contiguous rows
+    assert torch.equal(layer(x).cpu(), layer(x.contiguous()).cpu())
+    with pytest.raises(RuntimeError, match="63"):
+        layer(torch.randn(3, 63, dtype=dtype, device="qdev"))
