@@ -180,10 +180,10 @@ def test_llm_demo_smoke(tmp_path, capsys):
 
 @pytest.mark.parametrize("config,dtype,bound", CONFIGS, ids=lambda v: getattr(v, "name", None))
 def test_quantized_layers_take_empty_noncontiguous_and_reject_bad_inputs(config, dtype, bound):
-    layer = quantized_linear(nn.Linear(64, 32).to(dtype), config).qdev()
-    assert layer(torch.empty(0, 64, dtype=dtype, device="qdev")).shape == (0, 32)
-    assert layer(torch.empty(2, 0, 64, dtype=dtype, device="qdev")).shape == (2, 0, 32)
-    x = torch.randn(64, 6, dtype=dtype).qdev().t()  # non-contiguous rows
+    layer = quantized_linear(nn.Linear(128, 32).to(dtype), config).qdev()
+    assert layer(torch.empty(0, 128, dtype=dtype, device="qdev")).shape == (0, 32)
+    assert layer(torch.empty(2, 0, 128, dtype=dtype, device="qdev")).shape == (2, 0, 32)
+    x = torch.randn(128, 6, dtype=dtype).qdev().t()  # non-contiguous rows
     assert torch.equal(layer(x).cpu(), layer(x.contiguous()).cpu())
-    with pytest.raises(RuntimeError, match="63"):
-        layer(torch.randn(3, 63, dtype=dtype, device="qdev"))
+    with pytest.raises(RuntimeError, match="127"):
+        layer(torch.randn(3, 127, dtype=dtype, device="qdev"))
