@@ -7,10 +7,12 @@ random weights (no download). Each torch_qdev config quantizes its Linear layers
 dynamic 4-bit path); the peers are fp32 eager on
 CPU, ``torch.ao`` dynamic int8 (fbgemm), ``_weight_int4pack_mm_for_cpu`` (int4 weight-only,
 bf16) and ``_dyn_quant_matmul_4bit`` (PyTorch's W4A8 path; scalar on x86, so it runs a
-shorter prompt). Every run does a timed prefill (logits of the last position, as generation
-does; the faster of two when one takes under 4 s) and timed greedy decode (the median step), then
-an untimed pass over the prompt whose logits are compared with fp32 (cosine similarity, top-1
-agreement). The table also goes to CSV and a PNG plot.
+shorter prompt). All models are built first and then measured interleaved, round by round, so
+that the shared machine's drifting memory bandwidth hits every run alike: a timed prefill (logits
+of the last position, as generation does; the faster of two rounds when one takes under 4 s),
+greedy decode spread over four rounds (the median step), then an untimed pass over the prompt
+whose logits are compared with fp32 (cosine similarity, top-1 agreement). The table also goes to
+CSV and a PNG plot.
 
 A full-depth time is extrapolated from the measured decoder layers (per-layer time from hooks)
 when fewer layers than the real model has are built, and a 7B estimate is compared with the
@@ -77,7 +79,6 @@ class Result:
     decode_steps: int
     decode_s: float
     weight_bytes: int
-    peak_bytes: int
     cos: float
     top1: float
     same_tokens: int
@@ -185,65 +186,111 @@ class LayerTimer:
             h.remove()
 
 
-def run_model(name: str, kind: str, model: nn.Module, prompt: torch.Tensor, new_tokens: int,
-              ref_logits: Optional[torch.Tensor], ref_tokens: Optional[list], device: torch.device,
-              slow: bool = False) -> tuple[Result, torch.Tensor]:
-    """Timed prefill and greedy decode, then the prompt's logits for the agreement columns. A slow
-    run warms up on one token and takes the logits from its (then all-position) prefill instead."""
-    is_qdev = device.type == "qdev"
-    sync = torch.qdev.synchronize if is_qdev else (lambda: None)
-    ids = prompt.to(device)
-    timer = LayerTimer(model.model.layers, device)
-    if is_qdev:
-        torch.qdev.reset_peak_memory_stats()
-    with torch.inference_mode():
-        model(ids[:, : 1 if slow else 8], use_cache=False, logits_to_keep=1)  # warm-up: first-call costs
-        timer.take()
-        sync()
-        # Prefill: the faster of two runs when one is short (the machine is shared; the work is fixed).
-        prefill_s = layer_prefill = float("inf")
-        for attempt in range(2):
-            sync()
+class Run:
+    """One model under test. The runs of a demo are measured interleaved (``measure``): each round
+    times every model in turn, so that a drift of the shared machine's memory bandwidth or load hits
+    all of them alike instead of whichever ran during it."""
+
+    def __init__(self, name: str, kind: str, model: nn.Module, prompt: torch.Tensor, new_tokens: int,
+                 device: torch.device, slow: bool = False) -> None:
+        self.name, self.kind, self.model, self.device, self.slow = name, kind, model, device, slow
+        self.ids = prompt.to(device)
+        self.new_tokens = new_tokens
+        self.sync = torch.qdev.synchronize if device.type == "qdev" else (lambda: None)
+        self.timer = LayerTimer(model.model.layers, device)
+        self.weight_bytes = tensor_bytes(model)
+        self.prefill_s = self.layer_prefill = float("inf")
+        self.steps: list[float] = []
+        self.layer_steps: list[float] = []
+        self.tokens: list[int] = []
+        self.prompt_logits: Optional[torch.Tensor] = None
+        self._past = self._tok = None
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        self.model(self.ids[:, : 1 if self.slow else 8], use_cache=False, logits_to_keep=1)  # first-call costs
+        self.sync()
+        self.timer.take()
+
+    @torch.inference_mode()
+    def prefill(self) -> float:
+        """A timed prefill (logits of the last position, as generation does; all positions for a slow
+        run, whose logits then serve the agreement columns); keeps the fastest. Restarts decoding."""
+        self.sync()
+        t0 = time.perf_counter()
+        out = self.model(self.ids, use_cache=True, logits_to_keep=0 if self.slow else 1)
+        tok = out.logits[:, -1].argmax(-1, keepdim=True)
+        self.sync()
+        t = time.perf_counter() - t0
+        layer_t = self.timer.take()
+        if t < self.prefill_s:
+            self.prefill_s, self.layer_prefill = t, layer_t
+        if self.slow:
+            self.prompt_logits = out.logits[0].float().cpu()
+        self._past, self._tok, self.tokens = out.past_key_values, tok, [int(tok)]
+        self.steps, self.layer_steps = [], []
+        return t
+
+    @torch.inference_mode()
+    def decode(self, n: int) -> None:
+        """Up to n more timed greedy steps (each timed alone; the result is the median step)."""
+        for _ in range(min(n, self.new_tokens - len(self.tokens))):
             t0 = time.perf_counter()
-            out = model(ids, use_cache=True, logits_to_keep=0 if slow else 1)
-            tok = out.logits[:, -1].argmax(-1, keepdim=True)
-            sync()
-            t = time.perf_counter() - t0
-            layer_t = timer.take()
-            if t < prefill_s:
-                prefill_s, layer_prefill = t, layer_t
-            if slow or t > 4.0:
-                break
-        prompt_logits = out.logits[0].float().cpu() if slow else None
-        past, tokens = out.past_key_values, [int(tok)]
-        # Decode: the median step, for the same reason.
-        steps, layer_steps = [], []
-        for _ in range(new_tokens - 1):
-            t0 = time.perf_counter()
-            out = model(tok, past_key_values=past, use_cache=True)
-            tok = out.logits[:, -1].argmax(-1, keepdim=True)
-            tokens.append(int(tok))
-            steps.append(time.perf_counter() - t0)
-            layer_steps.append(timer.take())
-        decode_s = statistics.median(steps) * len(steps) if steps else 0.0
-        layer_decode = statistics.median(layer_steps) * len(layer_steps) if layer_steps else 0.0
-        timer.remove()
-        del past, out
-        logits = prompt_logits if slow else model(ids, use_cache=False).logits[0].float().cpu()  # untimed
-    peak = torch.qdev.max_memory_allocated() if is_qdev else 0
-    if ref_logits is None:
-        cos, top1 = 1.0, 1.0
-    else:
-        ref = ref_logits[: logits.shape[0]]
-        cos = torch.nn.functional.cosine_similarity(logits, ref, dim=-1).mean().item()
-        top1 = (logits.argmax(-1) == ref.argmax(-1)).float().mean().item()
-    if ref_tokens is None:  # the reference itself (all equal), or a shorter prompt (not comparable)
-        same = len(tokens) if ref_logits is None else -1
-    else:
-        same = next((i for i, (a, b) in enumerate(zip(tokens, ref_tokens)) if a != b),
-                    min(len(tokens), len(ref_tokens)))
-    return Result(name, kind, ids.shape[1], prefill_s, new_tokens - 1, decode_s, tensor_bytes(model), peak, cos, top1,
-                  same, layer_prefill, layer_decode, tokens), logits
+            out = self.model(self._tok, past_key_values=self._past, use_cache=True)
+            self._tok = out.logits[:, -1].argmax(-1, keepdim=True)
+            self.tokens.append(int(self._tok))
+            self.steps.append(time.perf_counter() - t0)
+            self.layer_steps.append(self.timer.take())
+
+    @torch.inference_mode()
+    def result(self, ref_logits: Optional[torch.Tensor], ref_tokens: Optional[list]) -> tuple[Result, torch.Tensor]:
+        """The row of the table; the untimed pass over the prompt gives the agreement with fp32."""
+        self.timer.remove()
+        self._past = self._tok = None
+        logits = self.prompt_logits if self.slow else self.model(self.ids, use_cache=False).logits[0].float().cpu()
+        if ref_logits is None:
+            cos, top1 = 1.0, 1.0
+        else:
+            ref = ref_logits[: logits.shape[0]]
+            cos = torch.nn.functional.cosine_similarity(logits, ref, dim=-1).mean().item()
+            top1 = (logits.argmax(-1) == ref.argmax(-1)).float().mean().item()
+        if ref_tokens is None:  # the reference itself (all equal), or a shorter prompt (not comparable)
+            same = len(self.tokens) if ref_logits is None else -1
+        else:
+            same = next((i for i, (a, b) in enumerate(zip(self.tokens, ref_tokens)) if a != b),
+                        min(len(self.tokens), len(ref_tokens)))
+        steps = len(self.steps)
+        decode_s = statistics.median(self.steps) * steps if steps else 0.0
+        layer_decode = statistics.median(self.layer_steps) * steps if steps else 0.0
+        return Result(self.name, self.kind, self.ids.shape[1], self.prefill_s, steps, decode_s, self.weight_bytes,
+                      cos, top1, same, self.layer_prefill, layer_decode, self.tokens), logits
+
+
+def measure(runs: list[Run], decode_rounds: int = 4) -> None:
+    """Interleaved timing: every run warms up, then two prefill rounds (one for runs slower than
+    4 s), then the decode steps spread over rounds, each round visiting every run."""
+    for r in runs:
+        r.warm_up()
+    for rnd in range(2):
+        for r in runs:
+            if rnd == 0 or (not r.slow and r.prefill_s < 4.0):
+                r.prefill()
+    for rnd in range(decode_rounds):
+        for r in runs:
+            left = r.new_tokens - len(r.tokens)
+            r.decode(-(-left // (decode_rounds - rnd)))
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def release_memory() -> None:
@@ -285,8 +332,8 @@ def fmt_table(results: list[Result], baseline: Result, full_layers: int, layers:
         "decode": max((r.decode_tps for r in results if r.kind == "torch"), default=float("nan")),
     }
     lines = ["| run | prefill tok/s | decode tok/s | vs fp32 (prefill / decode) | vs best torch quantized "
-             "(prefill / decode) | weights MiB | qdev peak MiB | logit cos | top-1 agree | same greedy tokens |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "(prefill / decode) | weights MiB | logit cos | top-1 agree | same greedy tokens |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         vs_torch = (f"{r.prefill_tps / best_torch['prefill']:.2f}x / {r.decode_tps / best_torch['decode']:.2f}x"
                     if r.kind == "qdev" else "")
@@ -294,7 +341,7 @@ def fmt_table(results: list[Result], baseline: Result, full_layers: int, layers:
         lines.append(
             f"| {r.name}{note} | {r.prefill_tps:.1f} | {r.decode_tps:.2f} | "
             f"{r.prefill_tps / baseline.prefill_tps:.2f}x / {r.decode_tps / baseline.decode_tps:.2f}x | {vs_torch} | "
-            f"{r.weight_bytes / 2**20:.0f} | {r.peak_bytes / 2**20:.0f}{'' if r.kind == 'qdev' else ' (cpu)'} | "
+            f"{r.weight_bytes / 2**20:.0f} | "
             f"{r.cos:.4f} | {r.top1 * 100:.0f}% | {f'{r.same_tokens}/{len(r.tokens)}' if r.same_tokens >= 0 else 'n/a'} |")
     return "\n".join(lines)
 
@@ -313,11 +360,11 @@ def write_outputs(results: list[Result], out_dir: Path, title: str) -> tuple[Pat
     csv_path = out_dir / "llm_demo.csv"
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["run", "kind", "prompt_len", "prefill_tok_s", "decode_tok_s", "weights_mib", "qdev_peak_mib",
+        w.writerow(["run", "kind", "prompt_len", "prefill_tok_s", "decode_tok_s", "weights_mib",
                     "logit_cos", "top1_agree", "same_greedy_tokens"])
         for r in results:
             w.writerow([r.name, r.kind, r.prompt_len, f"{r.prefill_tps:.3f}", f"{r.decode_tps:.4f}",
-                        f"{r.weight_bytes / 2**20:.1f}", f"{r.peak_bytes / 2**20:.1f}", f"{r.cos:.5f}",
+                        f"{r.weight_bytes / 2**20:.1f}", f"{r.cos:.5f}",
                         f"{r.top1:.4f}", r.same_tokens])
     try:
         import matplotlib
@@ -387,43 +434,45 @@ def main(argv: Optional[list[str]] = None) -> int:
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(0, model.config.vocab_size, (1, args.prompt_len), generator=gen)
 
-    results: list[Result] = []
-
-    def report(r: Result) -> None:
-        print(f"  {r.name:44s} prefill {r.prefill_tps:8.1f} tok/s  decode {r.decode_tps:7.2f} tok/s  "
-              f"cos {r.cos:.4f}  top-1 {r.top1 * 100:3.0f}%", flush=True)
-
-    base, ref_logits = run_model("fp32 eager (CPU)", "baseline", model, prompt, args.new_tokens, None, None,
-                                 torch.device("cpu"))
-    results.append(base)
-    report(base)
-    ref_tokens = base.tokens
+    runs = [Run("fp32 eager (CPU)", "baseline", model, prompt, args.new_tokens, torch.device("cpu"))]
     for key in configs:
         name, config = OURS[key]
         if device.type != "qdev":
             name = name.replace("qdev ", "qdev kernels on CPU: ")
-        m = qdev_variant(model, config, device)
-        r, _ = run_model(name, "qdev", m, prompt, args.new_tokens, ref_logits, ref_tokens, device)
-        results.append(r)
-        report(r)
-        del m
-        release_memory()
+        t0 = time.perf_counter()
+        runs.append(Run(name, "qdev", qdev_variant(model, config, device), prompt, args.new_tokens, device))
+        gc.collect()  # the quantization's temporaries, before the next model is built
+        print(f"  quantized {name} in {time.perf_counter() - t0:.1f} s", flush=True)
     for key in peers:
-        m = peer_variant(model, key)
         slow = key == "dynq4"
-        r, _ = run_model(PEERS[key], "torch", m, prompt[:, : args.slow_prompt_len] if slow else prompt,
-                         args.slow_new_tokens if slow else args.new_tokens, ref_logits, None if slow else ref_tokens,
-                         torch.device("cpu"), slow=slow)
-        results.append(r)
-        report(r)
-        del m
-        release_memory()
+        t0 = time.perf_counter()
+        runs.append(Run(PEERS[key], "torch", peer_variant(model, key),
+                        prompt[:, : args.slow_prompt_len] if slow else prompt,
+                        args.slow_new_tokens if slow else args.new_tokens, torch.device("cpu"), slow=slow))
+        gc.collect()
+        print(f"  built {PEERS[key]} in {time.perf_counter() - t0:.1f} s", flush=True)
+    qdev_peak = torch.qdev.max_memory_allocated() if device.type == "qdev" else 0
+    print("measuring, interleaved: warm-up, 2 prefill rounds, decode in 4 rounds ...", flush=True)
+    measure(runs)
+    base, ref_logits = runs[0].result(None, None)
+    results = [base]
+    for r in runs[1:]:
+        results.append(r.result(ref_logits, None if r.slow else base.tokens)[0])
+        r.model = None
+    release_memory()
+    for r in results:
+        print(f"  {r.name:44s} prefill {r.prefill_tps:8.1f} tok/s  decode {r.decode_tps:7.2f} tok/s  "
+              f"cos {r.cos:.4f}  top-1 {r.top1 * 100:3.0f}%", flush=True)
 
     title = (f"Llama {args.model} dims, {layers} layers, random weights: prefill {args.prompt_len} + decode "
              f"{args.new_tokens} tokens, batch 1, {torch.get_num_threads()} threads ({cpu})")
     print()
     print(f"## {title}")
     print(fmt_table(results, base, full_layers, layers))
+    if qdev_peak:
+        print(f"qdev memory: {qdev_peak / 2**30:.2f} GiB allocated at the peak, all qdev configs resident together")
+    print(f"host memory: {peak_rss_bytes() / 2**30:.1f} GiB resident at the peak (every model, fp32 included, "
+          f"lives at once so that the runs can be measured interleaved)")
     print("logit cos / top-1: the untimed pass over the prompt against fp32; same greedy tokens: how many "
           "generated tokens match fp32's before the first difference (random weights give flat logits, so "
           "greedy paths part early)")
@@ -451,14 +500,18 @@ def estimate_7b(args, device: torch.device, configs: list[str]) -> None:
     print(f"\n## Llama-2-7B estimate: {layers} of 32 layers measured, the rest at the measured per-layer time")
     print("| run | prefill tok/s (est.) | decode tok/s (est.) | vs KleidiAI 7B (prefill / decode) |")
     print("|---|---|---|---|")
+    runs = []
     for key in [k for k in configs if k in ("w4a8", "a8w8")]:
         name, config = OURS[key]
-        m = qdev_variant(model, config, device)
-        r, _ = run_model(name, "qdev", m, prompt, args.new_tokens, None, None, device)
-        pre, dec = extrapolate(r, layers, 32)
-        print(f"| {name} | {pre:.1f} | {dec:.2f} | {pre / KLEIDIAI_7B['prefill']:.2f}x / "
+        runs.append(Run(name, "qdev", qdev_variant(model, config, device), prompt, args.new_tokens, device))
+    measure(runs)
+    for r in runs:
+        res, _ = r.result(None, None)
+        pre, dec = extrapolate(res, layers, 32)
+        print(f"| {res.name} | {pre:.1f} | {dec:.2f} | {pre / KLEIDIAI_7B['prefill']:.2f}x / "
               f"{dec / KLEIDIAI_7B['decode']:.2f}x |")
-        del m
+        r.model = None
+    release_memory()
     print(f"KleidiAI reference (pytorch/pytorch#134124): 7B prefill {KLEIDIAI_7B['prefill']:.0f} tok/s, decode "
           f"{KLEIDIAI_7B['decode']:.0f} tok/s with _dyn_quant_matmul_4bit on an Arm Neoverse server CPU (many "
           f"cores; the PR does not state the count); here {torch.get_num_threads()} x86 threads.")
