@@ -441,14 +441,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             name = name.replace("qdev ", "qdev kernels on CPU: ")
         t0 = time.perf_counter()
         runs.append(Run(name, "qdev", qdev_variant(model, config, device), prompt, args.new_tokens, device))
-        gc.collect()  # the quantization's temporaries, before the next model is built
+        release_memory()  # the quantization's temporaries, before the next model is built
         print(f"  quantized {name} in {time.perf_counter() - t0:.1f} s", flush=True)
-    for key in peers:
-        slow = key == "dynq4"
+    for key in [k for k in peers if k != "dynq4"]:
         t0 = time.perf_counter()
-        runs.append(Run(PEERS[key], "torch", peer_variant(model, key),
-                        prompt[:, : args.slow_prompt_len] if slow else prompt,
-                        args.slow_new_tokens if slow else args.new_tokens, torch.device("cpu"), slow=slow))
+        runs.append(Run(PEERS[key], "torch", peer_variant(model, key), prompt, args.new_tokens, torch.device("cpu")))
         gc.collect()
         print(f"  built {PEERS[key]} in {time.perf_counter() - t0:.1f} s", flush=True)
     qdev_peak = torch.qdev.max_memory_allocated() if device.type == "qdev" else 0
@@ -459,7 +456,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     for r in runs[1:]:
         results.append(r.result(ref_logits, None if r.slow else base.tokens)[0])
         r.model = None
+    del runs
     release_memory()
+    if "dynq4" in peers:  # PyTorch's scalar x86 path: a short prompt, measured alone after the others are freed
+        t0 = time.perf_counter()
+        slow = Run(PEERS["dynq4"], "torch", peer_variant(model, "dynq4"), prompt[:, : args.slow_prompt_len],
+                   args.slow_new_tokens, torch.device("cpu"), slow=True)
+        measure([slow])
+        results.append(slow.result(ref_logits, None)[0])
+        del slow
+        release_memory()
+        print(f"  measured {PEERS['dynq4']} in {time.perf_counter() - t0:.1f} s", flush=True)
     for r in results:
         print(f"  {r.name:44s} prefill {r.prefill_tps:8.1f} tok/s  decode {r.decode_tps:7.2f} tok/s  "
               f"cos {r.cos:.4f}  top-1 {r.top1 * 100:3.0f}%", flush=True)
@@ -471,8 +478,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(fmt_table(results, base, full_layers, layers))
     if qdev_peak:
         print(f"qdev memory: {qdev_peak / 2**30:.2f} GiB allocated at the peak, all qdev configs resident together")
-    print(f"host memory: {peak_rss_bytes() / 2**30:.1f} GiB resident at the peak (every model, fp32 included, "
-          f"lives at once so that the runs can be measured interleaved)")
+    print(f"host memory: {peak_rss_bytes() / 2**30:.1f} GiB resident at the peak (the models measured together "
+          f"live at once, fp32 included, so that they can be timed interleaved)")
     print("logit cos / top-1: the untimed pass over the prompt against fp32; same greedy tokens: how many "
           "generated tokens match fp32's before the first difference (random weights give flat logits, so "
           "greedy paths part early)")
@@ -487,6 +494,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     do_7b = args.extrapolate_7b if args.extrapolate_7b is not None else args.model == "1b"
     if do_7b:
+        del model
+        release_memory()
         estimate_7b(args, device, configs)
     return 0
 
