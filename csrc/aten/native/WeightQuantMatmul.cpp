@@ -85,6 +85,24 @@ at::Tensor npu_convert_weight_to_int4pack(const at::Tensor& weight, int64_t inne
 
 namespace {
 
+// The common tail: y (fp32, x's batch shape) + bias, rounded through bf16 for bf16 x, then either
+// x's dtype or the int8 requant (quant_scale).
+at::Tensor finish_output(at::Tensor y, const at::Tensor& x, const std::optional<at::Tensor>& bias,
+                         const std::optional<at::Tensor>& quant_scale,
+                         const std::optional<at::Tensor>& quant_offset) {
+  const auto xdt = x.scalar_type();
+  if (defined(bias)) y = y.add(logical_host_view(*bias).to(at::kFloat));
+  if (xdt == at::kBFloat16) y = y.to(at::kBFloat16).to(at::kFloat);
+  if (defined(quant_scale)) return requant_int8(y, quant_scale, quant_offset, x);
+  at::Tensor out = at::empty(y.sizes(), x.options().dtype(xdt));
+  logical_host_view(out).copy_(y);
+  return out;
+}
+
+// The GEMV's cost grows with every row (a dequantize and an FMA per weight per row); the panel
+// path pays the dequantization once and then runs at GEMM speed: it wins from ~5 rows on.
+constexpr int64_t kGemvMaxRows = 4;
+
 // Scales / offsets of an nn.Linear-layout weight widened to the kernels' [groups][n] fp32 rows.
 at::Tensor kernel_rows(const at::Tensor& t, int64_t groups, int64_t n, at::ScalarType xdt) {
   return t.to(xdt).to(at::kFloat).expand({groups, n}).contiguous();
@@ -95,21 +113,18 @@ at::Tensor kernel_rows(const at::Tensor& t, int64_t groups, int64_t n, at::Scala
 // values the golden multiplies) and runs the dense GEMM on each, so no full dequantized copy of
 // the weight is ever made. bf16 without bias multiplies in bf16 with fp32 accumulation (oneDNN), one
 // rounding as in the golden; otherwise the panel is widened to fp32.
+// scale_rows / off_rows: (1 or groups, 1 or n), as the caller checked them.
 at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, const at::Tensor& w_nk, bool int4,
-                              int64_t rows, int64_t n, int64_t k, int64_t G, const at::Tensor& antiquant_scale,
-                              const std::optional<at::Tensor>& antiquant_offset, const at::Tensor& scale_rows,
+                              int64_t rows, int64_t n, int64_t k, int64_t G, const at::Tensor& scale_rows,
                               const at::Tensor& off_rows, const std::optional<at::Tensor>& bias,
                               const std::optional<at::Tensor>& quant_scale,
                               const std::optional<at::Tensor>& quant_offset) {
   const auto xdt = x.scalar_type();
   const int64_t groups = G > 0 ? (k + G - 1) / G : 1;
-  const at::Tensor s_rows = G > 0 ? logical_host_view(antiquant_scale).reshape({-1, n}) : scale_rows;
-  const at::Tensor o_rows = !off_rows.defined() ? at::Tensor()
-                            : G > 0 ? logical_host_view(*antiquant_offset).reshape({-1, n}) : off_rows;
-  const at::Tensor s_f = kernel_rows(s_rows, groups, n, xdt);
-  const at::Tensor o_f = o_rows.defined() ? kernel_rows(o_rows, groups, n, xdt) : at::Tensor();
+  const at::Tensor s_f = kernel_rows(scale_rows, groups, n, xdt);
+  const at::Tensor o_f = off_rows.defined() ? kernel_rows(off_rows, groups, n, xdt) : at::Tensor();
   const at::Tensor xr = x_host.reshape({rows, k}).contiguous();
-  const at::Tensor xf = rows <= 4 ? xr.to(at::kFloat) : at::Tensor();  // GEMV rows, widened once (exact)
+  const at::Tensor xf = rows <= kGemvMaxRows ? xr.to(at::kFloat) : at::Tensor();  // widened once (exact)
   ::qdev::kernels::WqGemvArgs args;
   args.m = rows;
   args.n = n;
@@ -125,9 +140,6 @@ at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, con
   args.offset = o_f.defined() ? o_f.const_data_ptr<float>() : nullptr;
   const auto isa = ::qdev::kernels::active_isa();
   at::Tensor y;
-  // The GEMV's cost grows with every row (a dequantize and an FMA per weight per row); the panel
-  // path pays the dequantization once and then runs at GEMM speed: it wins from ~5 rows on.
-  constexpr int64_t kGemvMaxRows = 4;
   if (rows <= kGemvMaxRows) {
     y = at::empty({rows, n}, xr.options().dtype(at::kFloat));
     args.y = y.mutable_data_ptr<float>();
@@ -154,15 +166,7 @@ at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, con
   }
   auto out_sizes = x.sizes().vec();
   out_sizes.back() = n;
-  y = y.reshape(out_sizes);
-  if (defined(bias)) y = y.add(logical_host_view(*bias).to(at::kFloat));
-  if (xdt == at::kBFloat16) y = y.to(at::kBFloat16).to(at::kFloat);
-  if (!defined(quant_scale)) {
-    at::Tensor out = at::empty(y.sizes(), x.options().dtype(xdt));
-    logical_host_view(out).copy_(y);
-    return out;
-  }
-  return requant_int8(y, quant_scale, quant_offset, x);
+  return finish_output(y.reshape(out_sizes), x, bias, quant_scale, quant_offset);
 }
 
 }  // namespace
@@ -241,8 +245,9 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
   const at::Tensor x_host = logical_host_view(x);
   const int64_t rows = x.numel() / std::max<int64_t>(xk, 1);
   if (!int64_scale && hw.dim() == 2 && w_transposed && rows > 0 && n > 0 && xk > 0) {
-    return weight_only_linear(x, x_host, hw.transpose(-1, -2), int4, rows, n, xk, G, antiquant_scale,
-                              antiquant_offset, scale, off, bias, quant_scale, quant_offset);
+    const at::Tensor off_rows = off.defined() && G > 0 ? off.reshape({-1, n}) : off;
+    return weight_only_linear(x, x_host, hw.transpose(-1, -2), int4, rows, n, xk, G, scale, off_rows, bias,
+                              quant_scale, quant_offset);
   }
 
   if (G > 0) {  // one scale / offset row per k
@@ -266,19 +271,13 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
     const at::Tensor sc = scale.contiguous();
     for (int64_t i = 0; i < sc.numel(); ++i) s[static_cast<size_t>(i)] = unpack_scale(sc.const_data_ptr<int64_t>()[i]);
     const at::Tensor sf = at::from_blob(s.data(), scale.sizes(), at::kFloat).clone().to(xdt);
-    y = at::matmul(logical_host_view(x).to(at::kFloat), wd.to(at::kFloat)).to(xdt).mul(sf.reshape({-1}));
+    y = at::matmul(x_host.to(at::kFloat), wd.to(at::kFloat)).to(xdt).mul(sf.reshape({-1}));
     y = y.to(at::kFloat);
   } else {
     wd = wd.mul(scale.to(xdt));
-    y = at::matmul(logical_host_view(x).to(at::kFloat), wd.to(at::kFloat));
+    y = at::matmul(x_host.to(at::kFloat), wd.to(at::kFloat));
   }
-  if (defined(bias)) y = y.add(logical_host_view(*bias).to(at::kFloat));
-  if (xdt == at::kBFloat16) y = y.to(at::kBFloat16).to(at::kFloat);
-  if (defined(quant_scale)) return requant_int8(y, quant_scale, quant_offset, x);
-  const at::Tensor result = y.to(xdt);
-  at::Tensor out = at::empty(result.sizes(), x.options().dtype(result.scalar_type()));
-  logical_host_view(out).copy_(result);
-  return out;
+  return finish_output(y, x, bias, quant_scale, quant_offset);
 }
 
 }  // namespace at::native::qdev

@@ -1,36 +1,12 @@
-#include "../../common/qd_common.h"
-#include "../qd_wq_gemv.h"
+#include "../qd_wq_dequant.h"
 
 namespace qdev::kernels {
-namespace {
-
-float round_to(float v, bool bf16) {
-  return bf16 ? bf16_to_f32(f32_to_bf16_rne(v)) : f16_to_f32(f32_to_f16_rne(v));
-}
-
-int weight_at(const WqGemvArgs& a, int64_t j, int64_t kk) {
-  if (!a.int4) return a.w[j * a.ldw + kk];
-  const uint8_t byte = static_cast<uint8_t>(a.w[j * a.ldw + kk / 2]);
-  const int nibble = (kk & 1) ? byte >> 4 : byte & 0xF;
-  return (nibble ^ 8) - 8;
-}
-
-// W'[kk, j]: (w + offset) then * scale, each rounded to the activation dtype.
-float dequant_at(const WqGemvArgs& a, int64_t j, int64_t kk) {
-  const int64_t g = a.group == a.k ? 0 : kk / a.group;
-  float w = static_cast<float>(weight_at(a, j, kk));
-  if (a.offset) w = round_to(w + a.offset[g * a.n + j], a.bf16);
-  return round_to(w * a.scale[g * a.n + j], a.bf16);
-}
-
-}  // namespace
-
 void wq_gemv_ref(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
   for (int64_t j = n_begin; j < n_end; ++j) {
     for (int64_t r = 0; r < a.m; ++r) {
       float acc = 0.0f;
       for (int64_t kk = 0; kk < a.k; ++kk) {
-        const float w = dequant_at(a, j, kk);
+        const float w = wq_dequant_at(a, j, kk);
         acc = acc + a.x[r * a.ldx + kk] * w;
       }
       a.y[r * a.ldy + j] = acc;
@@ -42,7 +18,7 @@ void wq_dequant_rows_ref(const WqGemvArgs& a, int64_t n_begin, int64_t n_end, ui
   for (int64_t j = n_begin; j < n_end; ++j) {
     uint16_t* row = out + (j - n_begin) * ldo;
     for (int64_t kk = 0; kk < a.k; ++kk) {
-      const float w = dequant_at(a, j, kk);  // already representable: the conversion is exact
+      const float w = wq_dequant_at(a, j, kk);  // already representable: the conversion is exact
       row[kk] = a.bf16 ? f32_to_bf16_rne(w) : f32_to_f16_rne(w);
     }
   }

@@ -11,8 +11,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../../common/qd_common.h"
-#include "../qd_wq_gemv.h"
+#include "../qd_wq_dequant.h"
 
 namespace qdev::kernels {
 namespace {
@@ -26,10 +25,6 @@ inline __m256 round_bf16(__m256 f) {
 
 inline __m256 round_to(__m256 f, bool bf16) {
   return bf16 ? round_bf16(f) : _mm256_cvtph_ps(_mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
-
-inline float round_to(float v, bool bf16) {
-  return bf16 ? bf16_to_f32(f32_to_bf16_rne(v)) : f16_to_f32(f32_to_f16_rne(v));
 }
 
 // 8 weights from k = kk (kk even for int4) as fp32.
@@ -53,19 +48,6 @@ inline __m256 dequant8(const WqGemvArgs& a, const int8_t* wj, int64_t j, int64_t
   __m256 w = load_w8(a, wj, kk);
   if (a.offset) w = round_to(_mm256_add_ps(w, _mm256_set1_ps(a.offset[g * a.n + j])), a.bf16);
   return round_to(_mm256_mul_ps(w, _mm256_set1_ps(a.scale[g * a.n + j])), a.bf16);
-}
-
-inline float dequant1(const WqGemvArgs& a, const int8_t* wj, int64_t j, int64_t kk, int64_t g) {
-  int v;
-  if (a.int4) {
-    const uint8_t byte = static_cast<uint8_t>(wj[kk / 2]);
-    v = (((kk & 1) ? byte >> 4 : byte & 0xF) ^ 8) - 8;
-  } else {
-    v = wj[kk];
-  }
-  float w = static_cast<float>(v);
-  if (a.offset) w = round_to(w + a.offset[g * a.n + j], a.bf16);
-  return round_to(w * a.scale[g * a.n + j], a.bf16);
 }
 
 inline float hsum(__m256 v) {
@@ -99,7 +81,7 @@ void gemv_tile(const WqGemvArgs& a, int64_t j0, int64_t r0, int rows) {
     }
     for (; kk < k1; ++kk) {
       for (int c = 0; c < C; ++c) {
-        const float w = dequant1(a, a.w + (j0 + c) * a.ldw, j0 + c, kk, gi);
+        const float w = wq_dequant_at(a, j0 + c, kk);
         for (int r = 0; r < rows; ++r) tail[r][c] += x0[r * a.ldx + kk] * w;
       }
     }
@@ -140,7 +122,7 @@ void wq_dequant_rows_avx2(const WqGemvArgs& a, int64_t n_begin, int64_t n_end, u
       _mm_storeu_si128(reinterpret_cast<__m128i*>(row + kk), bits);
     }
     for (; kk < a.k; ++kk) {
-      const float w = dequant1(a, wj, j, kk, channelwise ? 0 : kk / a.group);
+      const float w = wq_dequant_at(a, j, kk);
       row[kk] = a.bf16 ? f32_to_bf16_rne(w) : f32_to_f16_rne(w);
     }
   }
