@@ -326,7 +326,7 @@ def peer_variant(model_fp32: nn.Module, key: str) -> nn.Module:
     raise ValueError(key)
 
 
-def fmt_table(results: list[Result], baseline: Result, full_layers: int, layers: int) -> str:
+def fmt_table(results: list[Result], baseline: Result) -> str:
     best_torch = {
         "prefill": max((r.prefill_tps for r in results if r.kind == "torch"), default=float("nan")),
         "decode": max((r.decode_tps for r in results if r.kind == "torch"), default=float("nan")),
@@ -454,7 +454,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     base, ref_logits = runs[0].result(None, None)
     results = [base]
     for r in runs[1:]:
-        results.append(r.result(ref_logits, None if r.slow else base.tokens)[0])
+        results.append(r.result(ref_logits, base.tokens)[0])
         r.model = None
     del runs
     release_memory()
@@ -475,7 +475,7 @@ def main(argv: Optional[list[str]] = None) -> int:
              f"{args.new_tokens} tokens, batch 1, {torch.get_num_threads()} threads ({cpu})")
     print()
     print(f"## {title}")
-    print(fmt_table(results, base, full_layers, layers))
+    print(fmt_table(results, base))
     if qdev_peak:
         print(f"qdev memory: {qdev_peak / 2**30:.2f} GiB allocated at the peak, all qdev configs resident together")
     print(f"host memory: {peak_rss_bytes() / 2**30:.1f} GiB resident at the peak (the models measured together "

@@ -73,11 +73,7 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
             continue
         with torch.no_grad():
             new = config.convert(linear)
-        if device is not None:
-            new = new.to(device)
-        parent_name, _, child = fqn.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, new)
+        model.set_submodule(fqn, new if device is None else new.to(device))
     if skipped:
         warnings.warn(f"quantize_ ({config.name}) kept {len(skipped)} layer(s) in float: " + ", ".join(skipped),
                       stacklevel=2)

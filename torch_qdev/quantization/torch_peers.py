@@ -63,10 +63,8 @@ def swap_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module]) -> nn
     """Replaces every ``nn.Linear`` of ``model`` in place by ``make(linear)``."""
     for fqn, mod in list(model.named_modules()):
         if type(mod) is nn.Linear:
-            parent_name, _, child = fqn.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
             with torch.no_grad():
-                setattr(parent, child, make(mod))
+                model.set_submodule(fqn, make(mod))
     return model
 
 

@@ -8,8 +8,6 @@ from torch import nn
 
 from ... import ops
 
-_NZ = 29
-
 
 class LinearA8W8Dynamic(nn.Module):
     r"""The torch_npu W8A8-dynamic recipe as one layer:
@@ -50,9 +48,10 @@ class LinearA8W8Dynamic(nn.Module):
 
     def pack_weight(self) -> "LinearA8W8Dynamic":
         """On qdev, stores the weight as the GEMM's operand (FRACTAL_NZ) so forward never packs."""
-        w = self.weight
-        if w.device.type == "qdev" and int(ops.get_npu_format(w.data)) != _NZ:
-            self.weight.data = ops.npu_format_cast(w.data.t().contiguous(), _NZ).t()
+        from .. import _weight_to_nz
+
+        if self.weight.device.type == "qdev":
+            _weight_to_nz(self.weight)
         return self
 
     def _apply(self, fn, recurse=True):
