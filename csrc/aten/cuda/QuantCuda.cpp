@@ -390,13 +390,8 @@ at::Tensor dyn_quant_matmul_4bit_cuda(const at::Tensor& inp, const at::Tensor& p
                 "); pack it with dyn_quant_pack_4bit_weight on CUDA");
   }
   const qk::W4CudaLayout& L = h.layout;
-  TORCH_CHECK(L.k == in_features && L.n == out_features && L.group == block_size,
-              "dyn_quant_matmul_4bit: packed_weights were packed for in_features=", L.k, ", out_features=", L.n,
-              ", block_size=", L.group, " but the call passes ", in_features, ", ", out_features, ", ", block_size);
-
-  std::vector<int64_t> out_shape(inp.sizes().begin(), inp.sizes().end() - 1);
-  out_shape.push_back(out_features);
-  at::Tensor out = at::empty(out_shape, inp.options());
+  at::Tensor out = at::empty(
+      dyn_quant_matmul_out_shape(inp, L.k, L.n, L.group, in_features, out_features, block_size), inp.options());
   const int64_t m = in_features == 0 ? 0 : inp.numel() / in_features;
   if (m == 0) return out;
   const at::Tensor x = inp.reshape({m, in_features}).contiguous();

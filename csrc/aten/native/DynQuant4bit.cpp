@@ -78,6 +78,18 @@ void check_dyn_quant_matmul_args(const at::Tensor& inp, const at::Tensor& packed
               "two devices, ", inp.device(), " and ", packed.device(), "!");
 }
 
+std::vector<int64_t> dyn_quant_matmul_out_shape(const at::Tensor& inp, int64_t packed_k, int64_t packed_n,
+                                                int64_t packed_group, int64_t in_features, int64_t out_features,
+                                                int64_t block_size) {
+  TORCH_CHECK(packed_k == in_features && packed_n == out_features && packed_group == block_size,
+              "dyn_quant_matmul_4bit: packed_weights were packed for in_features=", packed_k, ", out_features=",
+              packed_n, ", block_size=", packed_group, " but the call passes ", in_features, ", ", out_features, ", ",
+              block_size);
+  std::vector<int64_t> out_shape(inp.sizes().begin(), inp.sizes().end() - 1);
+  out_shape.push_back(out_features);
+  return out_shape;
+}
+
 namespace {
 
 at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::optional<at::Tensor>& bias,
@@ -125,13 +137,8 @@ at::Tensor matmul(const at::Tensor& inp, const at::Tensor& packed, int64_t block
     TORCH_CHECK(false, "dyn_quant_matmul_4bit: packed_weights is not a valid torch_qdev 4-bit weight (", err,
                 "); pack it with dyn_quant_pack_4bit_weight on CPU or qdev");
   }
-  TORCH_CHECK(L.k == in_features && L.n == out_features && L.group == block_size,
-              "dyn_quant_matmul_4bit: packed_weights were packed for in_features=", L.k, ", out_features=", L.n,
-              ", block_size=", L.group, " but the call passes ", in_features, ", ", out_features, ", ", block_size);
-
-  std::vector<int64_t> out_shape(inp.sizes().begin(), inp.sizes().end() - 1);
-  out_shape.push_back(out_features);
-  at::Tensor out = at::empty(out_shape, inp.options());
+  at::Tensor out = at::empty(
+      dyn_quant_matmul_out_shape(inp, L.k, L.n, L.group, in_features, out_features, block_size), inp.options());
   const int64_t m = in_features == 0 ? 0 : inp.numel() / in_features;
   if (m == 0) return out;
   const at::Tensor x = logical_host_view(inp).reshape({m, in_features}).contiguous();

@@ -56,5 +56,10 @@ void check_dyn_quant_pack_args(const at::Tensor& weights, const at::Tensor& scal
                                int64_t out_features);
 void check_dyn_quant_matmul_args(const at::Tensor& inp, const at::Tensor& packed, int64_t block_size,
                                  int64_t in_features);
+// Once a packed buffer's header is read: its K, N and group must be the call's; returns the output
+// shape (the input's with the last dimension out_features).
+std::vector<int64_t> dyn_quant_matmul_out_shape(const at::Tensor& inp, int64_t packed_k, int64_t packed_n,
+                                                int64_t packed_group, int64_t in_features, int64_t out_features,
+                                                int64_t block_size);
 
 }  // namespace at::native::qdev
