@@ -159,7 +159,10 @@ at::Tensor matmul(const at::Tensor& inp, const at::Tensor& packed, int64_t block
   qa.rowsum = rowsum.data();
   qa.group = L.channelwise ? L.k : L.group;
   qa.groups = L.groups;
-  at::parallel_for(0, m, parallel_grain(m, in_features), [&](int64_t r0, int64_t r1) { k::quant_rows_qai8dx(qa, r0, r1); });
+  const k::Isa isa = k::active_isa();
+  qa.q_unsigned = k::w4a8_lhs_unsigned(isa, m, L);
+  at::parallel_for(0, m, parallel_grain(m, in_features),
+                   [&](int64_t r0, int64_t r1) { k::quant_rows_qai8dx(isa, qa, r0, r1); });
 
   k::W4A8Args args;
   args.m = m;
@@ -170,10 +173,10 @@ at::Tensor matmul(const at::Tensor& inp, const at::Tensor& packed, int64_t block
   args.recip = recip.data();
   args.zp = zp.data();
   args.rowsum = rowsum.data();
+  args.q_unsigned = qa.q_unsigned;
   args.out = logical_host_view(out).data_ptr();
   args.out_bf16 = inp.scalar_type() == at::kBFloat16;
   args.ldo = out_features;
-  const k::Isa isa = k::active_isa();
   const int64_t panels = L.n_pad / 32;
   const int64_t grain = parallel_grain(panels, m * in_features * 32);
   at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) { k::w4a8_panels(isa, args, p0, p1); });

@@ -72,8 +72,10 @@ bool w4_colsum16(const W4Layout& L);
 // Validates a buffer (magic, version, family, sizes); returns its layout or an error text.
 const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out);
 
-// Row quantization of activations (qai8dx): q rows of lda bytes (zero padded),
-// per-row recip and zero point, per-row per-group sums of q.
+// Row quantization of activations (qai8dx): q rows of ldq bytes (zero padded),
+// per-row recip and zero point, per-row per-group sums of q. With q_unsigned the
+// rows hold q + 128 (q XOR 0x80, padding included), the u8 operand of the
+// AVX-512 prefill kernel (see w4a8_lhs_unsigned); zp and the sums stay signed.
 struct Qai8dxArgs {
   const void* x = nullptr;
   bool x_bf16 = false;
@@ -84,8 +86,12 @@ struct Qai8dxArgs {
   int32_t* zp = nullptr;
   int32_t* rowsum = nullptr;  // [rows][groups]
   int64_t group = 0, groups = 0;
+  bool q_unsigned = false;
 };
-void quant_rows_qai8dx(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
+void quant_rows_qai8dx(Isa isa, const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
+void quant_rows_qai8dx_ref(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
+void quant_rows_qai8dx_avx2(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
+void quant_rows_qai8dx_avx512(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
 
 struct W4A8Args {
   int64_t m = 0;
@@ -96,10 +102,15 @@ struct W4A8Args {
   const float* recip = nullptr;
   const int32_t* zp = nullptr;
   const int32_t* rowsum = nullptr;
+  bool q_unsigned = false;  // q holds q + 128: exactly when w4a8_lhs_unsigned says so
   void* out = nullptr;     // fp32, or bf16 bits (truncated, as torch's x86 path)
   bool out_bf16 = false;
   int64_t ldo = 0;
 };
+// Whether w4a8_panels(isa, ...) for m rows of this layout wants the activations
+// quantized with q_unsigned (the AVX-512 prefill kernel multiplies u8 activations
+// by s8 16 * w; its int32 sums stay exact up to 65536 k per group).
+bool w4a8_lhs_unsigned(Isa isa, int64_t m, const W4Layout& L);
 void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
 void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);
 void w4a8_panels_avx2(const W4A8Args& args, int64_t panel_begin, int64_t panel_end);

@@ -7,10 +7,11 @@
 
 #include "../common/qd_common.h"
 #include "../matmul/qd_w4a8.h"
+#include "qd_qai8dx_row_params.h"
 
 namespace qdev::kernels {
 
-void quant_rows_qai8dx(const Qai8dxArgs& a, int64_t row_begin, int64_t row_end) {
+void quant_rows_qai8dx_ref(const Qai8dxArgs& a, int64_t row_begin, int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {
     auto x_at = [&](int64_t i) {
       return a.x_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(a.x)[r * a.ldx + i])
@@ -22,13 +23,9 @@ void quant_rows_qai8dx(const Qai8dxArgs& a, int64_t row_begin, int64_t row_end) 
       mn = std::min(mn, v);
       mx = std::max(mx, v);
     }
-    const float rmin = std::min(0.0f, mn), rmax = std::max(0.0f, mx);
-    const float scale = rmin == rmax ? 1.0f : 255.0f / (rmax - rmin);
-    const float recip = scale != 0.0f ? 1.0f / scale : 0.0f;
-    const float dmin = rmin * scale, dmax = rmax * scale;
-    float zpf = ((-128.0f + dmin) + (127.0f + dmax) > 0.0f) ? (-128.0f - dmin) : (127.0f - dmax);
-    zpf = std::min(std::max(zpf, -128.0f), 127.0f);
-    const int32_t zp = static_cast<int32_t>(std::nearbyint(zpf));
+    const Qai8dxRowParams rp = qai8dx_row_params(mn, mx);
+    const float scale = rp.scale;
+    const int32_t zp = rp.zp;
     int8_t* q = a.q + r * a.ldq;
     for (int64_t i = 0; i < a.k; ++i) {
       const int32_t v = static_cast<int32_t>(std::round(x_at(i) * scale)) + zp;
@@ -41,9 +38,23 @@ void quant_rows_qai8dx(const Qai8dxArgs& a, int64_t row_begin, int64_t row_end) 
       for (int64_t i = k0; i < k1; ++i) sum += q[i];
       a.rowsum[r * a.groups + g] = sum;
     }
-    a.recip[r] = recip;
+    if (a.q_unsigned) {
+      for (int64_t i = 0; i < a.ldq; ++i) q[i] = static_cast<int8_t>(static_cast<uint8_t>(q[i]) ^ 0x80u);
+    }
+    a.recip[r] = rp.recip;
     a.zp[r] = zp;
   }
+}
+
+void quant_rows_qai8dx(Isa isa, const Qai8dxArgs& args, int64_t row_begin, int64_t row_end) {
+#ifdef QD_HAVE_AVX512VNNI
+  if (isa == Isa::kAvx512Vnni) return quant_rows_qai8dx_avx512(args, row_begin, row_end);
+#endif
+#ifdef QD_HAVE_AVX2
+  if (isa == Isa::kAvx2) return quant_rows_qai8dx_avx2(args, row_begin, row_end);
+#endif
+  (void)isa;
+  quant_rows_qai8dx_ref(args, row_begin, row_end);
 }
 
 }  // namespace qdev::kernels

@@ -232,6 +232,8 @@ struct W4Problem {
   std::vector<uint8_t> w_u8;     // torch's (n, k/2): low nibble = even k, value w + 8
   std::vector<float> scales_f;   // (n, groups), the values the kernels see
   std::vector<float> bias;
+  std::vector<float> x;
+  std::vector<uint16_t> xb;
   std::vector<int8_t> q;
   std::vector<float> recip;
   std::vector<int32_t> zp, rowsum;
@@ -262,39 +264,65 @@ struct W4Problem {
     check(k::w4_read_header(buf, L.total_bytes, &read) == nullptr, w4_name(c, "header"));
 
     // Activations: a spread of magnitudes and signs, some rows all-positive or zero.
-    std::vector<float> x(c.m * c.k);
+    x.resize(c.m * c.k);
     for (int64_t r = 0; r < c.m; ++r) {
       const int kind = static_cast<int>(r % 4);
       for (int64_t i = 0; i < c.k; ++i) {
         float v = rng.normal() * (kind == 1 ? 10.0f : 1.0f);
         if (kind == 2) v = std::fabs(v) + 0.25f;
         if (kind == 3 && r == 3) v = 0.0f;  // a constant row
+        if (r == 4) v = static_cast<float>(i % 256) - 127.5f;  // range 255: scale 1, every value a tie
         x[r * c.k + i] = v;
       }
     }
-    std::vector<uint16_t> xb;
     for (float v : x) xb.push_back(k::f32_to_bf16_rne(v));
     ldq = L.k_pad;
-    q.assign(c.m * ldq, 0);
-    recip.resize(c.m);
-    zp.resize(c.m);
-    rowsum.resize(c.m * L.groups);
+    quantize(k::Isa::kRef, false, q, recip, zp, rowsum);
+  }
+
+  void quantize(k::Isa isa, bool q_unsigned, std::vector<int8_t>& q_, std::vector<float>& recip_,
+                std::vector<int32_t>& zp_, std::vector<int32_t>& rowsum_) const {
+    q_.assign(c.m * ldq, 0x55);  // garbage in the padding: the quantizer must clear it
+    recip_.assign(c.m, 0.0f);
+    zp_.assign(c.m, 0);
+    rowsum_.assign(c.m * L.groups, 0);
     k::Qai8dxArgs qa;
     qa.x = c.x_bf16 ? static_cast<const void*>(xb.data()) : x.data();
     qa.x_bf16 = c.x_bf16;
     qa.k = c.k;
     qa.ldx = c.k;
-    qa.q = q.data();
+    qa.q = q_.data();
     qa.ldq = ldq;
-    qa.recip = recip.data();
-    qa.zp = zp.data();
-    qa.rowsum = rowsum.data();
+    qa.recip = recip_.data();
+    qa.zp = zp_.data();
+    qa.rowsum = rowsum_.data();
     qa.group = L.channelwise ? L.k : L.group;
     qa.groups = L.groups;
-    k::quant_rows_qai8dx(qa, 0, c.m);
+    qa.q_unsigned = q_unsigned;
+    k::quant_rows_qai8dx(isa, qa, 0, c.m);
+  }
+
+  // The variant's quantizer, in the form its matmul wants, must give the reference's values.
+  void check_quantizer(k::Isa isa, bool q_unsigned, const std::vector<int8_t>& q_, const std::vector<float>& recip_,
+                       const std::vector<int32_t>& zp_, const std::vector<int32_t>& rowsum_) const {
+    std::vector<int8_t> signed_q = q_;
+    if (q_unsigned) {
+      for (auto& v : signed_q) v = static_cast<int8_t>(static_cast<uint8_t>(v) ^ 0x80u);
+    }
+    const bool same = signed_q == q && zp_ == zp && rowsum_ == rowsum &&
+                      std::memcmp(recip_.data(), recip.data(), recip.size() * sizeof(float)) == 0;
+    check(same, w4_name(c, (std::string("qai8dx quantizer ") + k::isa_name(isa) + (q_unsigned ? " u8" : " s8")).c_str()));
   }
 
   std::vector<uint8_t> run(k::Isa isa) const {
+    const bool q_unsigned = k::w4a8_lhs_unsigned(isa, c.m, L);
+    std::vector<int8_t> q_;
+    std::vector<float> recip_;
+    std::vector<int32_t> zp_, rowsum_;
+    quantize(isa, !q_unsigned, q_, recip_, zp_, rowsum_);  // the other form too: every variant writes both
+    check_quantizer(isa, !q_unsigned, q_, recip_, zp_, rowsum_);
+    quantize(isa, q_unsigned, q_, recip_, zp_, rowsum_);
+    check_quantizer(isa, q_unsigned, q_, recip_, zp_, rowsum_);
     const size_t es = c.x_bf16 ? 2 : 4;
     const int64_t ldo = c.n + 1;
     std::vector<uint8_t> out(static_cast<size_t>(c.m * ldo) * es, 0xA5);
@@ -302,11 +330,12 @@ struct W4Problem {
     a.m = c.m;
     a.packed = reinterpret_cast<const uint8_t*>(packed.data());
     a.L = L;
-    a.q = q.data();
+    a.q = q_.data();
     a.ldq = ldq;
-    a.recip = recip.data();
-    a.zp = zp.data();
-    a.rowsum = rowsum.data();
+    a.recip = recip_.data();
+    a.zp = zp_.data();
+    a.rowsum = rowsum_.data();
+    a.q_unsigned = q_unsigned;
     a.out = out.data();
     a.out_bf16 = c.x_bf16;
     a.ldo = ldo;
@@ -345,7 +374,7 @@ struct W4Problem {
 void test_w4a8_variants(const std::vector<k::Isa>& isas) {
   const int64_t shapes[][3] = {{1, 128, 64}, {1, 256, 40}, {2, 128, 33}, {3, 256, 96}, {4, 128, 16},
                                {5, 384, 100}, {8, 256, 64}, {17, 128, 72}, {33, 256, 130}, {3, 200, 50},
-                               {1, 4096, 64}, {6, 2048, 48}};
+                               {1, 4096, 64}, {6, 2048, 48}, {5, 4160, 40}, {5, 202, 40}};
   Rng rng(4);
   int64_t group_choice = 0;
   for (const auto& s : shapes) {

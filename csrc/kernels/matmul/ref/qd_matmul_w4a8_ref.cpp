@@ -44,6 +44,15 @@ void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_en
   }
 }
 
+bool w4a8_lhs_unsigned(Isa isa, int64_t m, const W4Layout& L) {
+#ifdef QD_HAVE_AVX512VNNI
+  // 1-2 rows keep the decode tiles, which are bound by memory, not by ops.
+  if (isa == Isa::kAvx512Vnni) return m > 2 && (L.channelwise ? L.k_pad : L.group) <= 65536;
+#endif
+  (void)isa, (void)m, (void)L;
+  return false;
+}
+
 void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t panel_end) {
 #ifdef QD_HAVE_AVX512VNNI
   if (isa == Isa::kAvx512Vnni) return w4a8_panels_avx512vnni(args, panel_begin, panel_end);
