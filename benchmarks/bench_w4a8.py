@@ -100,7 +100,7 @@ def main() -> int:
             base = statistics.median(times[next(iter(peers))])
             bw = statistics.median(bws) if bws else 0.0
             print(f"### K={K} N={N} M={M}" + (f" (cold: {copies} copies; read BW median {bw:.1f} GB/s)" if M == 1 else ""))
-            print("| peer | time ms | " + ("weight GB/s (% of read BW)" if M == 1 else "GOP/s") + " | vs qdev W4A8 gs=32 | rel. err |")
+            print("| peer | time ms | " + ("weight GB/s (% of read BW)" if M == 1 else "GOP/s") + " | peer time / qdev W4A8 gs=32 time | rel. err |")
             print("|---|---|---|---|---|")
             for name, (run, ref, nbytes) in peers.items():
                 t = statistics.median(times[name])
@@ -110,7 +110,7 @@ def main() -> int:
                     rate = f"{nbytes / t / 1e9:.1f} ({nbytes / t / 1e9 / bw * 100:.0f}%)" if nbytes else "-"
                 else:
                     rate = f"{2 * M * K * N / t / 1e9:.0f}"
-                print(f"| {name} | {t * 1e3:.3f} | {rate} | {t / base:.2f}x slower | {err} |")
+                print(f"| {name} | {t * 1e3:.3f} | {rate} | {t / base:.2f}x | {err} |")
             print()
     return 0
 
