@@ -125,34 +125,54 @@ def test_linear_weight_quant_module_and_fake():
                            None, None, bias.qdev(), 32, 0, None))
 
 
-@pytest.mark.parametrize("isa", torch_qdev._C._supported_cpu_isas())
+def _kernel_variants():
+    """Every CPU variant; avx512vnni twice where the CPU has AVX512_BF16 (vdpbf16ps GEMV on and off)."""
+    out = []
+    for isa in torch_qdev._C._supported_cpu_isas():
+        out.append((isa, False))
+        if isa == "avx512vnni":
+            previous = torch_qdev._C._set_cpu_avx512_bf16(True)
+            if torch_qdev._C._cpu_avx512_bf16():
+                out.append((isa, True))
+            torch_qdev._C._set_cpu_avx512_bf16(previous)
+    return out
+
+
+@pytest.fixture(params=_kernel_variants(), ids=lambda v: v[0] + ("+bf16dot" if v[1] else ""))
+def kernel_variant(request):
+    isa, bf16dot = request.param
+    previous_isa = torch_qdev._C._get_cpu_isa()
+    previous_bf16 = torch_qdev._C._set_cpu_avx512_bf16(bf16dot)
+    assert torch_qdev._C._set_cpu_isa(isa)
+    yield isa
+    torch_qdev._C._set_cpu_isa(previous_isa)
+    torch_qdev._C._set_cpu_avx512_bf16(previous_bf16)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("group", [0, 32])
+@pytest.mark.parametrize("group", [0, 32, 64])
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("m", [1, 3])
-def test_fused_linear_layout_paths_every_isa(isa, dtype, group, bits, m):
+@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("with_offset", [True, False])
+def test_fused_linear_layout_paths_every_isa(kernel_variant, dtype, group, bits, m, with_offset):
     """nn.Linear-layout weights (x2 = weight.t(), int8 or int32-packed int4): M <= 4 runs the fused
     GEMV, larger M dequantizes W' panels (same kernel roundings) for a dense GEMM."""
     gen = torch.Generator().manual_seed(6)
-    k, n = 200 if group == 0 else 192, 40
+    k, n = 200 if group == 0 else 192, 40  # 200: a k tail past the last 64-k step
     x = torch.randn(m, k, generator=gen).to(dtype)
     lo, hi = (-128, 128) if bits == 8 else (-8, 8)
     w_nk = torch.randint(lo, hi, (n, k), dtype=torch.int8, generator=gen)
     stored = w_nk if bits == 8 else torch_qdev.npu_convert_weight_to_int4pack(w_nk.to(torch.int32))  # (n, k/8)
     shape = (n,) if group == 0 else (k // group, n)
     scale = (torch.rand(shape, generator=gen) * (0.02 if bits == 8 else 0.3)).to(dtype)
-    offset = torch.randn(shape, generator=gen).to(dtype)
-    previous = torch_qdev._C._get_cpu_isa()
-    torch_qdev._C._set_cpu_isa(isa)
-    try:
-        got = torch_qdev.npu_weight_quant_batchmatmul(x.qdev(), stored.qdev().t(), scale.qdev(), offset.qdev(),
-                                                      antiquant_group_size=group)
-        big_x = torch.cat([x, torch.randn(30, k, generator=gen).to(dtype)])  # M = 37: panels + GEMM
-        big = torch_qdev.npu_weight_quant_batchmatmul(big_x, stored.t(), scale, offset, antiquant_group_size=group)
-        torch_qdev._C._set_cpu_isa("ref")
-        big_ref = torch_qdev.npu_weight_quant_batchmatmul(big_x, stored.t(), scale, offset, antiquant_group_size=group)
-    finally:
-        torch_qdev._C._set_cpu_isa(previous)
+    offset = torch.randn(shape, generator=gen).to(dtype) if with_offset else None
+    qoffset = offset.qdev() if with_offset else None
+    got = torch_qdev.npu_weight_quant_batchmatmul(x.qdev(), stored.qdev().t(), scale.qdev(), qoffset,
+                                                  antiquant_group_size=group)
+    big_x = torch.cat([x, torch.randn(30, k, generator=gen).to(dtype)])  # M = 37: panels + GEMM
+    big = torch_qdev.npu_weight_quant_batchmatmul(big_x, stored.t(), scale, offset, antiquant_group_size=group)
+    torch_qdev._C._set_cpu_isa("ref")
+    big_ref = torch_qdev.npu_weight_quant_batchmatmul(big_x, stored.t(), scale, offset, antiquant_group_size=group)
     tol = 1e-2 if dtype == torch.bfloat16 else 2e-3  # fp32 summation order differs from the golden's
     torch.testing.assert_close(got.cpu(), golden(x, w_nk.t(), scale, offset, group=group), rtol=tol, atol=tol)
     torch.testing.assert_close(big, golden(big_x, w_nk.t(), scale, offset, group=group), rtol=tol, atol=tol)

@@ -24,6 +24,9 @@ std::vector<std::string> supported_cpu_isas() {
   return out;
 }
 
+bool cpu_avx512_bf16() { return ::qdev::kernels::cpu_avx512_bf16(); }
+bool set_cpu_avx512_bf16(bool on) { return ::qdev::kernels::set_cpu_avx512_bf16(on); }
+
 }  // namespace at::native::qdev
 
 namespace at::qdev {

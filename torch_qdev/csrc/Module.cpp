@@ -69,6 +69,8 @@ PYBIND11_MODULE(_C, m) {
   m.def("_get_cpu_isa", [] { return at::native::qdev::cpu_isa(); });
   m.def("_set_cpu_isa", [](const std::string& name) { return at::native::qdev::set_cpu_isa(name); });
   m.def("_supported_cpu_isas", [] { return at::native::qdev::supported_cpu_isas(); });
+  m.def("_cpu_avx512_bf16", [] { return at::native::qdev::cpu_avx512_bf16(); });
+  m.def("_set_cpu_avx512_bf16", [](bool on) { return at::native::qdev::set_cpu_avx512_bf16(on); });
   m.def("_set_allow_internal_format",
         [](bool allow) { at::native::qdev::set_allow_internal_format(allow); });
   // Benchmark helper: seconds to read a CPU/qdev byte tensor once with torch's threads.

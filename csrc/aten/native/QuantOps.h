@@ -58,5 +58,9 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
 QDEV_EXPORT std::string cpu_isa();
 QDEV_EXPORT bool set_cpu_isa(const std::string& name);
 QDEV_EXPORT std::vector<std::string> supported_cpu_isas();
+// AVX512_BF16 inside the avx512vnni variant (QDEV_CPU_AVX512_BF16=0 starts it off);
+// the setter returns the previous state and cannot turn it on where the CPU lacks it.
+QDEV_EXPORT bool cpu_avx512_bf16();
+QDEV_EXPORT bool set_cpu_avx512_bf16(bool on);
 
 }  // namespace at::native::qdev

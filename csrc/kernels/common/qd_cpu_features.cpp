@@ -32,6 +32,7 @@ uint64_t xgetbv0() {
 struct Features {
   bool avx2 = false;
   bool avx512vnni = false;
+  bool avx512bf16 = false;
   bool neon_dotprod = false;
   bool neon_i8mm = false;
 };
@@ -53,6 +54,7 @@ Features probe() {
   const bool vnni = ecx & (1u << 11);
   f.avx2 = ymm_state && avx2 && fma && f16c;
   f.avx512vnni = f.avx2 && zmm_state && avx512f && avx512dq && avx512bw && avx512vl && vnni;
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512bf16 = f.avx512vnni && (eax & (1u << 5));
 #endif
 #ifdef QD_ARM64_LINUX
   const unsigned long hwcap = getauxval(AT_HWCAP), hwcap2 = getauxval(AT_HWCAP2);
@@ -104,6 +106,18 @@ Isa initial_isa() {
   }
   // A cap: asking for more than the machine has gives the best it has.
   return chain_rank(requested) < chain_rank(best) ? requested : best;
+}
+
+std::atomic<bool>& bf16_on() {
+  static std::atomic<bool> on{[] {
+#ifdef QD_HAVE_AVX512BF16
+    const char* env = std::getenv("QDEV_CPU_AVX512_BF16");
+    return features().avx512bf16 && !(env != nullptr && std::strcmp(env, "0") == 0);
+#else
+    return false;
+#endif
+  }()};
+  return on;
 }
 
 std::atomic<int>& active() {
@@ -171,6 +185,17 @@ bool set_active_isa(Isa isa) {
   if (!isa_supported(isa)) return false;
   active().store(static_cast<int>(isa), std::memory_order_relaxed);
   return true;
+}
+
+bool cpu_avx512_bf16() { return bf16_on().load(std::memory_order_relaxed); }
+
+bool set_cpu_avx512_bf16(bool on) {
+#ifdef QD_HAVE_AVX512BF16
+  return bf16_on().exchange(on && features().avx512bf16);
+#else
+  (void)on;
+  return false;
+#endif
 }
 
 }  // namespace qdev::kernels

@@ -25,4 +25,11 @@ Isa active_isa();
 // Selects a variant; returns false (and changes nothing) if it is unsupported.
 bool set_active_isa(Isa isa);
 
+// AVX512_BF16 inside the avx512vnni variant (vdpbf16ps for the weight-only GEMV):
+// whether the CPU has it, it was compiled in and it is not switched off (by
+// QDEV_CPU_AVX512_BF16=0, or by tests to run the plain AVX-512 code on this CPU).
+bool cpu_avx512_bf16();
+// Switches it on or off (on only where supported); returns the previous setting.
+bool set_cpu_avx512_bf16(bool on);
+
 }  // namespace qdev::kernels

@@ -32,6 +32,11 @@ void wq_gemv(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_ref(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_avx2(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_avx512(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
+// bf16 activations on CPUs with AVX512_BF16 (wq_gemv picks it for avx512vnni when
+// cpu_avx512_bf16() allows and it takes the arguments): vdpbf16ps, sums in another
+// order than the other variants, equal to fp32 rounding.
+bool wq_gemv_avx512bf16_takes(const WqGemvArgs& args);
+void wq_gemv_avx512bf16(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 
 // W' rows of columns [n_begin, n_end) as fp16/bf16 bits (args.bf16), exactly the values the GEMV
 // multiplies: out[(j - n_begin) * ldo + kk] = W'[kk, j]. x and y are not used.

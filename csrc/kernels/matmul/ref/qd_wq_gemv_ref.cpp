@@ -37,6 +37,11 @@ void wq_dequant_rows(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n
 }
 
 void wq_gemv(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end) {
+#if defined(QD_HAVE_AVX512VNNI) && defined(QD_HAVE_AVX512BF16)
+  if (isa == Isa::kAvx512Vnni && cpu_avx512_bf16() && wq_gemv_avx512bf16_takes(args)) {
+    return wq_gemv_avx512bf16(args, n_begin, n_end);
+  }
+#endif
 #ifdef QD_HAVE_AVX512VNNI
   if (isa == Isa::kAvx512Vnni) return wq_gemv_avx512(args, n_begin, n_end);
 #endif

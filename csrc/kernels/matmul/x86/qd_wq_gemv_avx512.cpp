@@ -54,29 +54,46 @@ inline __mmask16 lanes(int64_t left) {
 // One tile: C columns x up to R activation rows, R * C independent accumulator chains (a single
 // chain would leave the kernel bound by FMA latency at M = 1). Each dequantized 16-k vector is
 // reused by every row; each x vector by every column. Per (row, column) the summation order is
-// fixed: 16 lanes over k in order, then one horizontal sum.
-template <bool kInt4, int R, int C>
+// fixed: 16 lanes over k in order, then one horizontal sum. The dtype and the offset are template
+// parameters and each column's pointer, scale and offset are hoisted out of the k loop: with them
+// as run-time tests in the loop GCC spilled every dequantized vector and ran at half the speed.
+template <bool kInt4, bool kBf16, bool kOffset, int R, int C>
 void gemv_tile(const WqGemvArgs& a, int64_t j0, int64_t r0, int rows) {
   const bool channelwise = a.group == a.k;
   const float* x0 = a.x + r0 * a.ldx;
+  const int8_t* wp[C];
+  for (int c = 0; c < C; ++c) wp[c] = a.w + (j0 + c) * a.ldw;
   __m512 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   for (int64_t k0 = 0, g = 0; k0 < a.k; k0 += a.group, ++g) {
     const int64_t k1 = std::min(a.k, k0 + a.group);
     const int64_t gi = channelwise ? 0 : g;
-    __m512 table[C];
-    for (int c = 0; c < C; ++c) table[c] = kInt4 ? int4_table(a, j0 + c, gi) : _mm512_setzero_ps();
+    __m512 table[C], scale[C], offset[C];
+    for (int c = 0; c < C; ++c) {
+      if constexpr (kInt4) {
+        table[c] = int4_table(a, j0 + c, gi);
+      } else {
+        scale[c] = _mm512_set1_ps(a.scale[gi * a.n + j0 + c]);
+        offset[c] = kOffset ? _mm512_set1_ps(a.offset[gi * a.n + j0 + c]) : _mm512_setzero_ps();
+      }
+    }
     for (int64_t kk = k0; kk < k1; kk += 16) {
       const int64_t left = std::min<int64_t>(16, k1 - kk);
       const __mmask16 m = lanes(left);
+      // The next tile's columns start streaming while these compute (one line per column per 64 bytes).
+      if ((kk & (kInt4 ? 127 : 63)) == 0) {
+        const int64_t at = kInt4 ? kk / 2 : kk;
+        for (int c = 0; c < C; ++c) _mm_prefetch(reinterpret_cast<const char*>(wp[c] + C * a.ldw + at), _MM_HINT_T0);
+      }
       __m512 w[C];
       for (int c = 0; c < C; ++c) {
-        const int8_t* wj = a.w + (j0 + c) * a.ldw;
         if constexpr (kInt4) {
-          w[c] = _mm512_maskz_permutexvar_ps(m, int4_indices(wj, kk, left), table[c]);
+          w[c] = _mm512_maskz_permutexvar_ps(m, int4_indices(wp[c], kk, left), table[c]);
         } else {
-          w[c] = dequant_int8(a, wj, j0 + c, kk, m, gi);
+          __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, wp[c] + kk)));
+          if constexpr (kOffset) v = round_to(_mm512_add_ps(v, offset[c]), kBf16);
+          w[c] = round_to(_mm512_mul_ps(v, scale[c]), kBf16);
         }
       }
       for (int r = 0; r < R; ++r) {
@@ -90,28 +107,39 @@ void gemv_tile(const WqGemvArgs& a, int64_t j0, int64_t r0, int rows) {
     for (int c = 0; c < C; ++c) a.y[(r0 + r) * a.ldy + j0 + c] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-template <bool kInt4, int R, int C>
+template <bool kInt4, bool kBf16, bool kOffset, int R, int C>
 void gemv_rows_block(const WqGemvArgs& a, int64_t n_begin, int64_t n_end, int64_t r0, int rows) {
   int64_t j = n_begin;
-  for (; j + C <= n_end; j += C) gemv_tile<kInt4, R, C>(a, j, r0, rows);
-  for (; j < n_end; ++j) gemv_tile<kInt4, R, 1>(a, j, r0, rows);
+  for (; j + C <= n_end; j += C) gemv_tile<kInt4, kBf16, kOffset, R, C>(a, j, r0, rows);
+  for (; j < n_end; ++j) gemv_tile<kInt4, kBf16, kOffset, R, 1>(a, j, r0, rows);
+}
+
+template <bool kInt4, bool kBf16, bool kOffset>
+void gemv_columns(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
+  if (a.m == 1) return gemv_rows_block<kInt4, kBf16, kOffset, 1, 8>(a, n_begin, n_end, 0, 1);
+  if (a.m == 2) return gemv_rows_block<kInt4, kBf16, kOffset, 2, 4>(a, n_begin, n_end, 0, 2);
+  if (a.m <= 4) return gemv_rows_block<kInt4, kBf16, kOffset, 4, 2>(a, n_begin, n_end, 0, static_cast<int>(a.m));
+  for (int64_t r0 = 0; r0 < a.m; r0 += 8) {
+    gemv_rows_block<kInt4, kBf16, kOffset, 8, 1>(a, n_begin, n_end, r0, static_cast<int>(std::min<int64_t>(8, a.m - r0)));
+  }
 }
 
 template <bool kInt4>
-void gemv_columns(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
-  if (a.m == 1) return gemv_rows_block<kInt4, 1, 8>(a, n_begin, n_end, 0, 1);
-  if (a.m == 2) return gemv_rows_block<kInt4, 2, 4>(a, n_begin, n_end, 0, 2);
-  if (a.m <= 4) return gemv_rows_block<kInt4, 4, 2>(a, n_begin, n_end, 0, static_cast<int>(a.m));
-  for (int64_t r0 = 0; r0 < a.m; r0 += 8) {
-    gemv_rows_block<kInt4, 8, 1>(a, n_begin, n_end, r0, static_cast<int>(std::min<int64_t>(8, a.m - r0)));
+void gemv_dispatch(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
+  if (kInt4) {  // the int4 table already holds the offset and both roundings
+    return a.bf16 ? gemv_columns<kInt4, true, false>(a, n_begin, n_end) : gemv_columns<kInt4, false, false>(a, n_begin, n_end);
   }
+  if (a.bf16) {
+    return a.offset ? gemv_columns<kInt4, true, true>(a, n_begin, n_end) : gemv_columns<kInt4, true, false>(a, n_begin, n_end);
+  }
+  return a.offset ? gemv_columns<kInt4, false, true>(a, n_begin, n_end) : gemv_columns<kInt4, false, false>(a, n_begin, n_end);
 }
 
 }  // namespace
 
 void wq_gemv_avx512(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
-  if (a.int4) return gemv_columns<true>(a, n_begin, n_end);
-  gemv_columns<false>(a, n_begin, n_end);
+  if (a.int4) return gemv_dispatch<true>(a, n_begin, n_end);
+  gemv_dispatch<false>(a, n_begin, n_end);
 }
 
 void wq_dequant_rows_avx512(const WqGemvArgs& a, int64_t n_begin, int64_t n_end, uint16_t* out, int64_t ldo) {
