@@ -92,6 +92,7 @@ void quant_rows_qai8dx(Isa isa, const Qai8dxArgs& args, int64_t row_begin, int64
 void quant_rows_qai8dx_ref(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
 void quant_rows_qai8dx_avx2(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
 void quant_rows_qai8dx_avx512(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
+void quant_rows_qai8dx_neon(const Qai8dxArgs& args, int64_t row_begin, int64_t row_end);
 
 struct W4A8Args {
   int64_t m = 0;

@@ -53,6 +53,9 @@ void quant_rows_qai8dx(Isa isa, const Qai8dxArgs& args, int64_t row_begin, int64
 #ifdef QD_HAVE_AVX2
   if (isa == Isa::kAvx2) return quant_rows_qai8dx_avx2(args, row_begin, row_end);
 #endif
+#ifdef QD_HAVE_NEON_DOTPROD  // plain NEON: every Arm variant above the reference has it
+  if (isa == Isa::kNeonDotprod || isa == Isa::kNeonI8mm) return quant_rows_qai8dx_neon(args, row_begin, row_end);
+#endif
   (void)isa;
   quant_rows_qai8dx_ref(args, row_begin, row_end);
 }
