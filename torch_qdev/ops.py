@@ -205,6 +205,10 @@ def _quant_matmul_fake(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=
     torch._check(output_dtype in _OUTPUT_DTYPES, lambda: f"Not supported output dtype is {output_dtype}")
     if x1.dtype == torch.int32 and x2.dtype == torch.int32:
         n = x2.size(-1) if x1.size(-1) == x2.size(-2) else x2.size(-1) * 8
+    elif x1.dtype == torch.int8 and x2.dtype == torch.int32:  # A8W4: 2-D, x2 (k, n / 8)
+        torch._check(x1.dim() == 2 and x2.dim() == 2,
+                     lambda: "A8W4 (int8 x1 with int32-packed int4 x2) supports 2-D x1 and x2")
+        return x1.new_empty((x1.size(0), x2.size(1) * 8), dtype=_OUTPUT_DTYPES[output_dtype])
     else:
         torch._check(x1.size(-1) == x2.size(-2),
                      lambda: "k dim of x1 and x2 need be same, please check k dim of x1 and x2 ")

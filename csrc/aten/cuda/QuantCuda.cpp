@@ -114,6 +114,8 @@ at::Tensor npu_quant_matmul_cuda(const at::Tensor& x1, const at::Tensor& x2, con
   const QuantMatmulPlan p = plan_quant_matmul(x1, x2, scale, offset, pertoken_scale, bias, output_dtype, x1_dtype,
                                               x2_dtype, pertoken_scale_dtype, scale_dtype, group_sizes, y_scale);
   TORCH_CHECK(x1.is_cuda(), "npu_quant_matmul: expected CUDA tensors, but x1 is on ", x1.device());
+  TORCH_CHECK(!p.a8w4, "npu_quant_matmul: A8W4 (int8 x1 with int32-packed int4 x2) runs on CPU and qdev tensors; "
+              "it has no CUDA kernel");
   const c10::cuda::CUDAGuard guard(x1.device());
   at::Tensor out = at::empty(p.out_shape, x1.options().dtype(p.out_dtype));
   if (out.numel() == 0) return out;

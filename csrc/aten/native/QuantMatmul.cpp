@@ -96,6 +96,58 @@ Plan plan_a4w4_group(Plan p, const at::Tensor& x1, const at::Tensor& scale,
   return p;
 }
 
+// A8W4 (x1 int8 (m, k), x2 int32 (k, n/8) packed along n as npu_convert_weight_to_int4pack
+// does): scale int64 (k/G, n) from npu_trans_quant_param, offset (the y_offset
+// compensation) float32 (n,), pertoken float32 (m, 1), group_sizes [0, 0, G] (G = 256 by
+// default), float16/bfloat16 output. A bias has no documented place in the formula: refused.
+Plan plan_a8w4(Plan p, const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
+               const std::optional<at::Tensor>& offset, const std::optional<at::Tensor>& pertoken,
+               const std::optional<at::Tensor>& bias, at::OptionalIntArrayRef group_sizes) {
+  TORCH_CHECK(x1.dim() == 2 && x2.dim() == 2, "A8W4 (int8 x1 with int32-packed int4 x2) supports 2-D x1 and x2, but "
+              "x1 has ", x1.dim(), " and x2 ", x2.dim(), " dims");
+  TORCH_CHECK(x1.size(1) == x2.size(0), "k dim of x1 and x2 need be same, please check k dim of x1 and x2 ");
+  p.m = x1.size(0);
+  p.k = x1.size(1);
+  p.n = x2.size(1) * 8;
+  p.batch.clear();
+  p.out_shape = {p.m, p.n};
+  p.group = 256;
+  if (group_sizes.has_value()) {
+    const auto gs = *group_sizes;
+    TORCH_CHECK(gs.size() == 3, "group_sizes's length must be 3, please check group_sizes's length");
+    TORCH_CHECK(gs[0] <= 1 && gs[1] <= 1, "A8W4 takes group_sizes [0, 0, group_k], but got ", gs);
+    if (gs[2] > 0) p.group = gs[2];
+  }
+  TORCH_CHECK(p.group % 16 == 0 && p.k % p.group == 0, "A8W4 needs a k-group that is a multiple of 16 and divides k (",
+              p.k, "), but it is ", p.group);
+  TORCH_CHECK(scale.scalar_type() == at::kLong && scale.dim() == 2 && scale.size(0) == p.k / p.group &&
+                  scale.size(1) == p.n,
+              "A8W4 scale must be int64 (from npu_trans_quant_param) of shape (", p.k / p.group, ", ", p.n,
+              "), but it is ", scale.scalar_type(), " ", scale.sizes());
+  if (defined(offset)) {
+    TORCH_CHECK(offset->scalar_type() == at::kFloat && offset->dim() == 1 && offset->size(0) == p.n,
+                "A8W4 offset (y_offset) must be float32 of shape (", p.n, "), but it is ", offset->scalar_type(), " ",
+                offset->sizes());
+  }
+  TORCH_CHECK(defined(pertoken) && pertoken->scalar_type() == at::kFloat && pertoken->numel() == p.m &&
+                  (pertoken->dim() == 1 || (pertoken->dim() == 2 && pertoken->size(1) == 1)),
+              "A8W4 needs a float32 pertoken_scale of shape (m, 1)");
+  TORCH_CHECK(!defined(bias), "A8W4 takes no bias (add it to offset, the y_offset term)");
+  TORCH_CHECK(p.out_dtype == at::kHalf || p.out_dtype == at::kBFloat16,
+              "A8W4 needs float16 or bfloat16 output, but output_dtype is ", dtype_name(p.out_dtype));
+  for (const auto* t : {&x2, &scale}) {
+    TORCH_CHECK(t->device() == x1.device(), "Expected all tensors to be on the same device, but found "
+                "at least two devices, ", x1.device(), " and ", t->device(), "!");
+  }
+  for (const auto* t : {&offset, &pertoken}) {
+    if (defined(*t)) {
+      TORCH_CHECK((*t)->device() == x1.device(), "Expected all tensors to be on the same device, but "
+                  "found at least two devices, ", x1.device(), " and ", (*t)->device(), "!");
+    }
+  }
+  return p;
+}
+
 }  // namespace
 
 // torch_npu's meta checks (npu_quant_matmul_meta) plus the CANN-level rules
@@ -122,10 +174,14 @@ Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Ten
   }
   Plan p;
   p.a4w4 = x1t == at::kInt && x2t == at::kInt;
-  if (x1t == at::kChar && x2t == at::kInt) not_supported("A8W4 (int8 x1 with int32-packed int4 x2)");
+  if (x1t == at::kChar && x2t == at::kInt) {
+    p.a8w4 = true;
+    p.out_dtype = resolve_output_dtype(output_dtype);
+    return plan_a8w4(p, x1, x2, scale, offset, pertoken, bias, group_sizes);
+  }
   TORCH_CHECK(p.a4w4 || (x1t == at::kChar && x2t == at::kChar),
               "npu_quant_matmul supports int8 x int8 (A8W8) and int32 x int32 (packed int4, A4W4) "
-              "inputs, but x1 is ", dtype_name(x1t), " and x2 is ", dtype_name(x2t));
+              "inputs (and int8 x int32, A8W4), but x1 is ", dtype_name(x1t), " and x2 is ", dtype_name(x2t));
   TORCH_CHECK(x1.dim() >= 2 && x1.dim() <= 6, "x1 dim num should be 2 ~ 6, please check x1 dim num ");
   if (p.a4w4) {
     TORCH_CHECK(x2.dim() == 2, "x2 dim num should be 2 when x1's dtype is int32, please check x2 dim num ");
@@ -312,6 +368,72 @@ void pack_b(const at::Tensor& b /* (k, n) int8, any strides, host */, int64_t k,
   out.has_min = k::has_int8_min(out.data, static_cast<int64_t>(out.own_data.size()));
 }
 
+// A8W4 as the NPU computes it (torch_npu's a8w4_quant_golden): each int8 x splits into
+// hi = floor(x / 16) and lo = (x & 15) - 8, both int4 (16 hi + lo = x - 8); per k-group
+// j the int4 x int4 sums HI_j = hi @ W_j and LO_j = lo @ W_j (exact int32, our nibble
+// GEMM on the rows [hi; lo] interleaved) are scaled by s_j (the int64 scale's 19-bit
+// float) and accumulated over groups in float16; then
+// y = (16 HI + LO + y_offset) * pertoken. y_offset is the caller's compensation of the -8.
+at::Tensor a8w4_matmul(const Plan& p, const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
+                       const std::optional<at::Tensor>& offset, const at::Tensor& pertoken, at::Tensor out) {
+  const int64_t m = p.m, kk = p.k, n = p.n, G = p.group, groups = kk / G, rows = 2 * m;
+  const k::Isa isa = k::active_isa();
+  const at::Tensor xs = host_view(x1).contiguous();
+  const int8_t* x = xs.const_data_ptr<int8_t>();
+  // A: rows 2i (hi) and 2i + 1 (lo) of x row i; row sums per group for the nibble GEMM.
+  std::vector<int8_t> a(static_cast<size_t>(rows * kk));
+  std::vector<int32_t> rowsum(static_cast<size_t>(groups * rows), 0);
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t c = 0; c < kk; ++c) {
+      const int v = x[i * kk + c];
+      const int hi = v >> 4;  // arithmetic shift: floor division by 16
+      const int lo = (v & 0xF) - 8;
+      a[static_cast<size_t>(2 * i * kk + c)] = static_cast<int8_t>(hi);
+      a[static_cast<size_t>((2 * i + 1) * kk + c)] = static_cast<int8_t>(lo);
+      rowsum[static_cast<size_t>((c / G) * rows + 2 * i)] += hi;
+      rowsum[static_cast<size_t>((c / G) * rows + 2 * i + 1)] += lo;
+    }
+  }
+  const at::Tensor words = host_view(x2).contiguous();
+  const int64_t row_words = words.size(1);
+  const uint32_t* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
+  const int64_t panels = k::qgemm_num_panels(n);
+  std::vector<uint8_t> b4(static_cast<size_t>(k::nz4_packed_bytes(G, n)));
+  at::Tensor sums = at::empty({rows, n}, at::kInt);
+  std::vector<float> scale_f;
+  for (int64_t v : to_int64_vector(scale)) scale_f.push_back(unpack_scale(v));
+  const at::Tensor scales = at::from_blob(scale_f.data(), {groups, n}, at::kFloat);
+  at::Tensor acc16 = at::zeros({rows, n}, at::kHalf);
+  for (int64_t g = 0; g < groups; ++g) {
+    at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+      k::pack_b_nz4_from_int4(w + g * G * row_words, G, n, /*k_packed=*/false, row_words, b4.data(), p0 * k::kNzCols,
+                              std::min(p1 * k::kNzCols, n));
+    });
+    k::QGemmS4Args args;
+    args.m = rows;
+    args.n = n;
+    args.k = G;
+    args.a = a.data() + g * G;
+    args.lda = kk;
+    args.a_rowsum = rowsum.data() + g * rows;
+    args.b = b4.data();
+    args.c = sums.data_ptr();
+    args.ldc = n;
+    args.ep.out = k::QGemmOut::kInt32;
+    const int64_t grain = std::max<int64_t>(1, panels / (4 * at::get_num_threads()));
+    at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) { k::qgemm4_panels(isa, args, p0, p1); });
+    // float16 accumulation, each term rounded to float16 first: the golden's numpy steps.
+    acc16 = acc16.to(at::kFloat).add_(sums.to(at::kFloat).mul_(scales.select(0, g)).to(at::kHalf).to(at::kFloat))
+                .to(at::kHalf);
+  }
+  const at::Tensor both = acc16.to(at::kFloat).view({m, 2, n});
+  at::Tensor y = both.select(1, 0).mul(16.0).add_(both.select(1, 1));
+  if (defined(offset)) y.add_(host_view(*offset).to(at::kFloat));
+  y.mul_(host_view(pertoken).to(at::kFloat).reshape({m, 1}));
+  host_view(out).copy_(y);
+  return out;
+}
+
 }  // namespace
 
 
@@ -336,6 +458,7 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
   }
   at::Tensor out = at::empty(p.out_shape, x1.options().dtype(p.out_dtype));
   if (out.numel() == 0) return out;
+  if (p.a8w4) return a8w4_matmul(p, x1, x2, scale, offset, *pertoken_scale, out);
   const int64_t m = p.m, kk = p.k, n = p.n;
 
   // Operands as int8 host tensors.

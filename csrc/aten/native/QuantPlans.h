@@ -18,7 +18,8 @@ namespace at::native::qdev {
 struct QuantMatmulPlan {
   bool a4w4 = false;
   bool a4w4_group = false;   // A4W4 per-group: 2-D scale (ceil(k/G), n), float16 offset
-  int64_t group = 0;         // its k-group size
+  bool a8w4 = false;         // A8W4: int8 x1, int32-packed int4 x2 (k, n/8), int64 scale (k/G, n)
+  int64_t group = 0;         // the k-group size (A4W4 per-group, A8W4)
   bool x2_k_packed = false;  // A4W4 x2 given as (k/8, n): the transpose of an (n, k/8) packing
   std::vector<int64_t> batch;
   int64_t m = 0, k = 0, n = 0;

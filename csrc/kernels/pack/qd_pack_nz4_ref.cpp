@@ -1,4 +1,5 @@
 // Repacks torch_npu's int32-packed int4 matrices into NZ4-VNNI.
+#include <algorithm>
 #include <cstring>
 
 #include "../matmul/qd_qgemm_s4.h"
@@ -29,11 +30,32 @@ void pack_b_nz4_from_int4(const uint32_t* words, int64_t k, int64_t n, bool k_pa
       }
       continue;
     }
+    if (!k_packed) {
+      // n-packed rows: per 4-k group each column's two bytes come straight from four
+      // nibbles (k, k+1 low/high, then k+2, k+3), whole bytes written once.
+      const int64_t cols = std::min<int64_t>(kNzCols, n - p * kNzCols);
+      for (int64_t i0 = 0; i0 < k; i0 += 4) {
+        const uint8_t* rows[4];
+        for (int r = 0; r < 4; ++r) {
+          rows[r] = i0 + r < k ? reinterpret_cast<const uint8_t*>(words + (i0 + r) * row_words) + p * kNzCols / 2 : nullptr;
+        }
+        uint8_t* dst = panel + (i0 / kNzRows) * kNz4FractalBytes + ((i0 % kNzRows) / 4) * 64;
+        for (int64_t jc = 0; jc < cols; ++jc) {
+          const int shift = static_cast<int>(jc % 2) * 4;
+          uint8_t nib[4];
+          for (int r = 0; r < 4; ++r) nib[r] = rows[r] ? ((rows[r][jc / 2] >> shift) & 0xF) ^ 0x8 : 0x8;
+          uint8_t* d = dst + (jc / 16) * 32 + (jc % 16) * 2;
+          d[0] = static_cast<uint8_t>(nib[0] | (nib[1] << 4));
+          d[1] = static_cast<uint8_t>(nib[2] | (nib[3] << 4));
+        }
+      }
+      continue;
+    }
     for (int64_t jc = 0; jc < kNzCols && p * kNzCols + jc < n; ++jc) {
       const int64_t j = p * kNzCols + jc;
       for (int64_t i = 0; i < k; ++i) {
-        const uint32_t w = k_packed ? words[j * row_words + i / 8] : words[i * row_words + j / 8];
-        const uint32_t nib = (w >> (4 * (k_packed ? i % 8 : j % 8))) & 0xFu;
+        const uint32_t w = words[j * row_words + i / 8];
+        const uint32_t nib = (w >> (4 * (i % 8))) & 0xFu;
         const int64_t kr = i % kNzRows;
         uint8_t& byte = panel[(i / kNzRows) * kNz4FractalBytes + (kr / 4) * 64 + (jc / 16) * 32 +
                               (jc % 16) * 2 + (kr % 4) / 2];
