@@ -9,6 +9,8 @@
 // integer roundings and two FMAs per 16 k, which bounded the plain kernel at
 // ~17 GB/s of weights. The sums are fp32 (bf16 products are exact in fp32) in a
 // different order than the plain kernel's: results agree to fp32 rounding, not bit for bit.
+// The BF16 instructions treat subnormals as zero: a W' or product below 2^-126
+// (bf16 activations or scales that small) is flushed where the reference keeps it.
 //
 // int4: the 16 values W' of a (group, column) are a bf16 table, duplicated to 32
 // entries so that vpermw (which reads 5 index bits) can take a whole byte as the
@@ -117,15 +119,15 @@ inline uint16_t bf16_bits(float v) {  // v is a bf16 value already: truncation i
 }
 
 // The W' table of (group g, column j) as 32 bf16: entry e holds W' of nibble e & 15,
-// with the plain kernel's arithmetic (qd_wq_dequant.h): (w + offset), * scale, each rounded.
+// with the plain kernel's arithmetic (qd_wq_dequant.h): (w + offset), * scale, each
+// rounded. Vector code: with groups of 128 k a table per group and column is as much
+// work as the products it serves, and a scalar build took longer than them.
 inline __m512i int4_table_bf16(const WqGemvArgs& a, int64_t j, int64_t g) {
-  alignas(64) uint16_t t[32];
-  for (int e = 0; e < 16; ++e) {
-    float w = static_cast<float>((e ^ 8) - 8);
-    if (a.offset) w = bf16_to_f32(f32_to_bf16_rne(w + a.offset[g * a.n + j]));
-    t[e] = t[e + 16] = f32_to_bf16_rne(w * a.scale[g * a.n + j]);
-  }
-  return _mm512_load_si512(t);
+  __m512 w = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1);  // nibble e -> (e ^ 8) - 8
+  if (a.offset) w = round_bf16(_mm512_add_ps(w, _mm512_set1_ps(a.offset[g * a.n + j])));
+  // vcvtneps2bf16 rounds to nearest even as round_bf16 does (one instruction for its five)
+  const __m256i t = reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_mul_ps(w, _mm512_set1_ps(a.scale[g * a.n + j]))));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(t), t, 1);
 }
 
 // Activation rows split per step of S k into [even k: S/2][odd k: S/2] bf16 (zero past k).
