@@ -12,8 +12,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "../common/qd_common.h"
-#include "../matmul/qd_w4a8.h"
 #include "qd_qai8dx_row_params.h"
 
 namespace qdev::kernels {
@@ -28,10 +26,6 @@ inline __m256 load8(const Qai8dxArgs& a, int64_t r, int64_t i) {
   return _mm256_loadu_ps(static_cast<const float*>(a.x) + at);
 }
 
-inline float load1(const Qai8dxArgs& a, int64_t r, int64_t i) {
-  return a.x_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(a.x)[r * a.ldx + i])
-                  : static_cast<const float*>(a.x)[r * a.ldx + i];
-}
 
 // int32(round half away from zero (v)); NaN and out-of-range give INT32_MIN as cvttss2si does.
 inline __m256i round_half_away_epi32(__m256 v) {
@@ -75,8 +69,8 @@ void quant_rows_qai8dx_avx2(const Qai8dxArgs& a, int64_t row_begin, int64_t row_
       mx = std::max(mx, lanes_max[j]);
     }
     for (int64_t i = k8; i < a.k; ++i) {
-      mn = std::min(mn, load1(a, r, i));
-      mx = std::max(mx, load1(a, r, i));
+      mn = std::min(mn, qai8dx_x_at(a, r, i));
+      mx = std::max(mx, qai8dx_x_at(a, r, i));
     }
     const Qai8dxRowParams rp = qai8dx_row_params(mn, mx);
     const __m256 scale = _mm256_set1_ps(rp.scale);
@@ -98,7 +92,7 @@ void quant_rows_qai8dx_avx2(const Qai8dxArgs& a, int64_t row_begin, int64_t row_
       }
     }
     for (int64_t i = k8; i < a.k; ++i) {  // the reference's scalar operations
-      const int32_t v = std::min(std::max(static_cast<int32_t>(std::round(load1(a, r, i) * rp.scale)) + rp.zp, -128), 127);
+      const int32_t v = qai8dx_quantize(qai8dx_x_at(a, r, i), rp);
       rowsum[i / group] += v;
       q[i] = static_cast<int8_t>(a.q_unsigned ? (v ^ 0x80) : v);
     }

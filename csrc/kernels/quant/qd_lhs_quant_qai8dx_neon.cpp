@@ -14,8 +14,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "../common/qd_common.h"
-#include "../matmul/qd_w4a8.h"
 #include "qd_qai8dx_row_params.h"
 
 namespace qdev::kernels {
@@ -29,10 +27,6 @@ inline float32x4_t load4(const Qai8dxArgs& a, int64_t r, int64_t i) {
   return vld1q_f32(static_cast<const float*>(a.x) + at);
 }
 
-inline float load1(const Qai8dxArgs& a, int64_t r, int64_t i) {
-  return a.x_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(a.x)[r * a.ldx + i])
-                  : static_cast<const float*>(a.x)[r * a.ldx + i];
-}
 
 }  // namespace
 
@@ -51,8 +45,8 @@ void quant_rows_qai8dx_neon(const Qai8dxArgs& a, int64_t row_begin, int64_t row_
     }
     float mn = vminnmvq_f32(vmin), mx = vmaxnmvq_f32(vmax);
     for (int64_t i = k16; i < a.k; ++i) {
-      mn = std::min(mn, load1(a, r, i));
-      mx = std::max(mx, load1(a, r, i));
+      mn = std::min(mn, qai8dx_x_at(a, r, i));
+      mx = std::max(mx, qai8dx_x_at(a, r, i));
     }
     const Qai8dxRowParams rp = qai8dx_row_params(mn, mx);
     const float32x4_t scale = vdupq_n_f32(rp.scale);
@@ -78,7 +72,7 @@ void quant_rows_qai8dx_neon(const Qai8dxArgs& a, int64_t row_begin, int64_t row_
       }
     }
     for (int64_t i = k16; i < a.k; ++i) {  // the reference's scalar operations
-      const int32_t v = std::min(std::max(static_cast<int32_t>(std::round(load1(a, r, i) * rp.scale)) + rp.zp, -128), 127);
+      const int32_t v = qai8dx_quantize(qai8dx_x_at(a, r, i), rp);
       rowsum[i / group] += v;
       q[i] = static_cast<int8_t>(a.q_unsigned ? (v ^ 0x80) : v);
     }

@@ -13,10 +13,7 @@ namespace qdev::kernels {
 
 void quant_rows_qai8dx_ref(const Qai8dxArgs& a, int64_t row_begin, int64_t row_end) {
   for (int64_t r = row_begin; r < row_end; ++r) {
-    auto x_at = [&](int64_t i) {
-      return a.x_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(a.x)[r * a.ldx + i])
-                      : static_cast<const float*>(a.x)[r * a.ldx + i];
-    };
+    auto x_at = [&](int64_t i) { return qai8dx_x_at(a, r, i); };
     float mn = INFINITY, mx = -INFINITY;
     for (int64_t i = 0; i < a.k; ++i) {
       const float v = x_at(i);
@@ -24,13 +21,8 @@ void quant_rows_qai8dx_ref(const Qai8dxArgs& a, int64_t row_begin, int64_t row_e
       mx = std::max(mx, v);
     }
     const Qai8dxRowParams rp = qai8dx_row_params(mn, mx);
-    const float scale = rp.scale;
-    const int32_t zp = rp.zp;
     int8_t* q = a.q + r * a.ldq;
-    for (int64_t i = 0; i < a.k; ++i) {
-      const int32_t v = static_cast<int32_t>(std::round(x_at(i) * scale)) + zp;
-      q[i] = static_cast<int8_t>(std::min(std::max(v, -128), 127));
-    }
+    for (int64_t i = 0; i < a.k; ++i) q[i] = static_cast<int8_t>(qai8dx_quantize(x_at(i), rp));
     std::memset(q + a.k, 0, static_cast<size_t>(a.ldq - a.k));
     for (int64_t g = 0; g < a.groups; ++g) {
       const int64_t k0 = g * a.group, k1 = std::min(a.k, k0 + a.group);
@@ -42,7 +34,7 @@ void quant_rows_qai8dx_ref(const Qai8dxArgs& a, int64_t row_begin, int64_t row_e
       for (int64_t i = 0; i < a.ldq; ++i) q[i] = static_cast<int8_t>(static_cast<uint8_t>(q[i]) ^ 0x80u);
     }
     a.recip[r] = rp.recip;
-    a.zp[r] = zp;
+    a.zp[r] = rp.zp;
   }
 }
 

@@ -29,6 +29,59 @@ inline int32_t load_i32(const int8_t* p) {
   return v;
 }
 
+// The stored column sums (int16 when cs16 = w4_colsum16, else int32) of group g, panel p,
+// as int32 for columns 0-15, 16-31. cs16 comes from the caller: a call per group would
+// make every vector register caller-saved across it.
+inline void load_colsums(const W4A8Args& args, bool cs16, int64_t p, int64_t g, __m512i cs[2]) {
+  const W4Layout& L = args.L;
+  const int64_t at = w4_group_index(L.groups, g, p * kW4PanelCols);
+  if (cs16) {
+    const int16_t* c = reinterpret_cast<const int16_t*>(args.packed + L.off_colsum) + at;
+    cs[0] = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    cs[1] = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 16)));
+  } else {
+    const int32_t* c = reinterpret_cast<const int32_t*>(args.packed + L.off_colsum) + at;
+    cs[0] = _mm512_loadu_si512(c);
+    cs[1] = _mm512_loadu_si512(c + 16);
+  }
+}
+
+// The scales of group g, panel p, as fp32 (bf16 -> fp32 is exact: the bits move up 16 places).
+inline void load_scales(const W4A8Args& args, int64_t p, int64_t g, __m512 s[2]) {
+  const W4Layout& L = args.L;
+  const int64_t at = w4_group_index(L.groups, g, p * kW4PanelCols);
+  if (L.scales_bf16) {
+    const __m256i* b = reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(args.packed + L.off_scales) + at);
+    s[0] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b)), 16));
+    s[1] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b + 1)), 16));
+  } else {
+    const float* f = reinterpret_cast<const float*>(args.packed + L.off_scales) + at;
+    s[0] = _mm512_loadu_ps(f);
+    s[1] = _mm512_loadu_ps(f + 16);
+  }
+}
+
+// One output row of a panel: y = acc * recip (+ bias), fp32 or bf16 (truncated, as PyTorch's x86 reference).
+inline void store_row(const W4A8Args& args, int64_t row, int64_t p, int64_t cols, const __m512 acc[2]) {
+  const float* bias =
+      args.L.has_bias ? reinterpret_cast<const float*>(args.packed + args.L.off_bias) + p * kW4PanelCols : nullptr;
+  const __m512 recip = _mm512_set1_ps(args.recip[row]);
+  for (int h = 0; h < 2; ++h) {
+    const int64_t c = h * 16;
+    if (c >= cols) break;
+    const __mmask16 mask = cols - c >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (cols - c)) - 1);
+    __m512 y = _mm512_mul_ps(acc[h], recip);
+    if (bias) y = _mm512_add_ps(y, _mm512_loadu_ps(bias + c));
+    const int64_t o = row * args.ldo + p * kW4PanelCols + c;
+    if (args.out_bf16) {
+      const __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(y), 16);
+      _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(args.out) + o, mask, bits);
+    } else {
+      _mm512_mask_storeu_ps(static_cast<float*>(args.out) + o, mask, y);
+    }
+  }
+}
+
 
 // kSumB: derive the column sums from the nibbles with one extra vpdpbusd per
 // operand instead of reading them: for 1-2 rows (decode) the kernel is bound
@@ -37,8 +90,6 @@ template <int MR, bool kSumB>
 void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
   const W4Layout& L = args.L;
   const uint8_t* panel = args.packed + L.off_weights + p * w4_panel_bytes(L.k_pad);
-  const int64_t scale_bytes = L.scales_bf16 ? 2 : 4;
-  const uint8_t* scales = args.packed + L.off_scales + p * L.groups * kW4PanelCols * scale_bytes;
   const bool cs16 = w4_colsum16(L);
   const int8_t* q = args.q + r0 * args.ldq;
   const int64_t steps_per_group = (L.channelwise ? L.k_pad : L.group) / 8;  // 8 k per step
@@ -71,30 +122,15 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
       }
     }
     __m512i cs[2];
-    const int64_t at = w4_group_index(L.groups, g, p * kW4PanelCols);
     if (kSumB) {  // sum of (w + 8) over the group's k (padding included: nibble 8, w 0)
       const __m512i bias8 = _mm512_set1_epi32(static_cast<int32_t>(8 * steps_per_group * 8));
       cs[0] = _mm512_sub_epi32(bsum[0], bias8);
       cs[1] = _mm512_sub_epi32(bsum[1], bias8);
-    } else if (cs16) {
-      const int16_t* c = reinterpret_cast<const int16_t*>(args.packed + L.off_colsum) + at;
-      cs[0] = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
-      cs[1] = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 16)));
     } else {
-      const int32_t* c = reinterpret_cast<const int32_t*>(args.packed + L.off_colsum) + at;
-      cs[0] = _mm512_loadu_si512(c);
-      cs[1] = _mm512_loadu_si512(c + 16);
+      load_colsums(args, cs16, p, g, cs);
     }
-    __m512 s0, s1;
-    const uint8_t* sg = scales + g * kW4PanelCols * scale_bytes;
-    if (L.scales_bf16) {  // bf16 -> fp32 is exact: the bits move up 16 places
-      const __m256i* b = reinterpret_cast<const __m256i*>(sg);
-      s0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b)), 16));
-      s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b + 1)), 16));
-    } else {
-      s0 = _mm512_loadu_ps(reinterpret_cast<const float*>(sg));
-      s1 = _mm512_loadu_ps(reinterpret_cast<const float*>(sg) + 16);
-    }
+    __m512 s[2];
+    load_scales(args, p, g, s);
     for (int r = 0; r < MR; ++r) {
       const __m512i rs = _mm512_set1_epi32(8 * args.rowsum[(r0 + r) * L.groups + g]);
       // zp * colsum with vpmaddwd: |colsum| < 2^15 and the zero point's high half is 0.
@@ -104,29 +140,11 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
         const __m512i zc = cs16 ? _mm512_madd_epi16(zp, cs[h])
                                 : _mm512_mullo_epi32(_mm512_set1_epi32(args.zp[r0 + r]), cs[h]);
         const __m512i iacc = _mm512_sub_epi32(_mm512_sub_epi32(dot[r][h], rs), zc);
-        acc[r][h] = _mm512_add_ps(acc[r][h], _mm512_mul_ps(_mm512_cvtepi32_ps(iacc), h == 0 ? s0 : s1));
+        acc[r][h] = _mm512_add_ps(acc[r][h], _mm512_mul_ps(_mm512_cvtepi32_ps(iacc), s[h]));
       }
     }
   }
-  const float* bias = L.has_bias ? reinterpret_cast<const float*>(args.packed + L.off_bias) + p * kW4PanelCols : nullptr;
-  for (int r = 0; r < MR; ++r) {
-    const __m512 recip = _mm512_set1_ps(args.recip[r0 + r]);
-    for (int h = 0; h < 2; ++h) {
-      const int64_t c = h * 16;
-      if (c >= cols) break;
-      const __mmask16 mask = cols - c >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                            : static_cast<__mmask16>((1u << (cols - c)) - 1);
-      __m512 y = _mm512_mul_ps(acc[r][h], recip);
-      if (bias) y = _mm512_add_ps(y, _mm512_loadu_ps(bias + c));
-      const int64_t o = (r0 + r) * args.ldo + p * kW4PanelCols + c;
-      if (args.out_bf16) {  // truncation, as PyTorch's x86 reference
-        const __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(y), 16);
-        _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(args.out) + o, mask, bits);
-      } else {
-        _mm512_mask_storeu_ps(static_cast<float*>(args.out) + o, mask, y);
-      }
-    }
-  }
+  for (int r = 0; r < MR; ++r) store_row(args, r0 + r, p, cols, acc[r]);
 }
 
 // Prefill tile on u8 activations (q + 128, see w4a8_lhs_unsigned). A nibble
@@ -143,8 +161,6 @@ template <int MR>
 void tile_u8(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
   const W4Layout& L = args.L;
   const uint8_t* panel = args.packed + L.off_weights + p * w4_panel_bytes(L.k_pad);
-  const int64_t scale_bytes = L.scales_bf16 ? 2 : 4;
-  const uint8_t* scales = args.packed + L.off_scales + p * L.groups * kW4PanelCols * scale_bytes;
   const bool cs16 = w4_colsum16(L);
   const uint8_t* q = reinterpret_cast<const uint8_t*>(args.q) + r0 * args.ldq;
   const int64_t steps_per_group = (L.channelwise ? L.k_pad : L.group) / 8;  // 8 k per step
@@ -178,26 +194,9 @@ void tile_u8(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
       }
     }
     __m512i cs[2];
-    const int64_t at = w4_group_index(L.groups, g, p * kW4PanelCols);
-    if (cs16) {
-      const int16_t* c = reinterpret_cast<const int16_t*>(args.packed + L.off_colsum) + at;
-      cs[0] = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
-      cs[1] = _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 16)));
-    } else {
-      const int32_t* c = reinterpret_cast<const int32_t*>(args.packed + L.off_colsum) + at;
-      cs[0] = _mm512_loadu_si512(c);
-      cs[1] = _mm512_loadu_si512(c + 16);
-    }
+    load_colsums(args, cs16, p, g, cs);
     __m512 s[2];
-    const uint8_t* sg = scales + g * kW4PanelCols * scale_bytes;
-    if (L.scales_bf16) {  // bf16 -> fp32 is exact: the bits move up 16 places
-      const __m256i* b = reinterpret_cast<const __m256i*>(sg);
-      s[0] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b)), 16));
-      s[1] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b + 1)), 16));
-    } else {
-      s[0] = _mm512_loadu_ps(reinterpret_cast<const float*>(sg));
-      s[1] = _mm512_loadu_ps(reinterpret_cast<const float*>(sg) + 16);
-    }
+    load_scales(args, p, g, s);
     for (int r = 0; r < MR; ++r) {
       for (int h = 0; h < 2; ++h) {
         // cs16: the sign-extended high int16 of a lane meets the zero high half of zp16
@@ -207,25 +206,10 @@ void tile_u8(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
       }
     }
   }
-  const float* bias = L.has_bias ? reinterpret_cast<const float*>(args.packed + L.off_bias) + p * kW4PanelCols : nullptr;
   const __m512 sixteenth = _mm512_set1_ps(1.0f / 16.0f);
   for (int r = 0; r < MR; ++r) {
-    const __m512 recip = _mm512_set1_ps(args.recip[r0 + r]);
-    for (int h = 0; h < 2; ++h) {
-      const int64_t c = h * 16;
-      if (c >= cols) break;
-      const __mmask16 mask = cols - c >= 16 ? static_cast<__mmask16>(0xFFFF)
-                                            : static_cast<__mmask16>((1u << (cols - c)) - 1);
-      __m512 y = _mm512_mul_ps(_mm512_mul_ps(acc[r][h], sixteenth), recip);
-      if (bias) y = _mm512_add_ps(y, _mm512_loadu_ps(bias + c));
-      const int64_t o = (r0 + r) * args.ldo + p * kW4PanelCols + c;
-      if (args.out_bf16) {  // truncation, as PyTorch's x86 reference
-        const __m512i bits = _mm512_srli_epi32(_mm512_castps_si512(y), 16);
-        _mm512_mask_cvtepi32_storeu_epi16(static_cast<uint16_t*>(args.out) + o, mask, bits);
-      } else {
-        _mm512_mask_storeu_ps(static_cast<float*>(args.out) + o, mask, y);
-      }
-    }
+    const __m512 y[2] = {_mm512_mul_ps(acc[r][0], sixteenth), _mm512_mul_ps(acc[r][1], sixteenth)};  // exact
+    store_row(args, r0 + r, p, cols, y);
   }
 }
 

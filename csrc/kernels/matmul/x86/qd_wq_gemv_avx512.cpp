@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "../qd_wq_gemv.h"
+#include "../qd_wq_gemv_blocking.h"
 
 namespace qdev::kernels {
 namespace {
@@ -51,8 +52,7 @@ inline __mmask16 lanes(int64_t left) {
   return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
 
-// One tile: C columns x up to R activation rows, R * C independent accumulator chains (a single
-// chain would leave the kernel bound by FMA latency at M = 1). Each dequantized 16-k vector is
+// One tile (blocking: qd_wq_gemv_blocking.h): C columns x up to R activation rows. Each dequantized 16-k vector is
 // reused by every row; each x vector by every column. Per (row, column) the summation order is
 // fixed: 16 lanes over k in order, then one horizontal sum. The dtype and the offset are template
 // parameters and each column's pointer, scale and offset are hoisted out of the k loop: with them
@@ -107,21 +107,11 @@ void gemv_tile(const WqGemvArgs& a, int64_t j0, int64_t r0, int rows) {
     for (int c = 0; c < C; ++c) a.y[(r0 + r) * a.ldy + j0 + c] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-template <bool kInt4, bool kBf16, bool kOffset, int R, int C>
-void gemv_rows_block(const WqGemvArgs& a, int64_t n_begin, int64_t n_end, int64_t r0, int rows) {
-  int64_t j = n_begin;
-  for (; j + C <= n_end; j += C) gemv_tile<kInt4, kBf16, kOffset, R, C>(a, j, r0, rows);
-  for (; j < n_end; ++j) gemv_tile<kInt4, kBf16, kOffset, R, 1>(a, j, r0, rows);
-}
-
 template <bool kInt4, bool kBf16, bool kOffset>
 void gemv_columns(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
-  if (a.m == 1) return gemv_rows_block<kInt4, kBf16, kOffset, 1, 8>(a, n_begin, n_end, 0, 1);
-  if (a.m == 2) return gemv_rows_block<kInt4, kBf16, kOffset, 2, 4>(a, n_begin, n_end, 0, 2);
-  if (a.m <= 4) return gemv_rows_block<kInt4, kBf16, kOffset, 4, 2>(a, n_begin, n_end, 0, static_cast<int>(a.m));
-  for (int64_t r0 = 0; r0 < a.m; r0 += 8) {
-    gemv_rows_block<kInt4, kBf16, kOffset, 8, 1>(a, n_begin, n_end, r0, static_cast<int>(std::min<int64_t>(8, a.m - r0)));
-  }
+  wq_gemv_blocks(a.m, n_begin, n_end, [&](auto rows_t, auto cols_t, int64_t j, int64_t r0, int rows) {
+    gemv_tile<kInt4, kBf16, kOffset, decltype(rows_t)::value, decltype(cols_t)::value>(a, j, r0, rows);
+  });
 }
 
 template <bool kInt4>

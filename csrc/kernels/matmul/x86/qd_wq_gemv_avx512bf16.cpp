@@ -29,6 +29,7 @@
 
 #include "../../common/qd_common.h"
 #include "../qd_wq_gemv.h"
+#include "../qd_wq_gemv_blocking.h"
 
 namespace qdev::kernels {
 namespace {
@@ -93,21 +94,11 @@ void tile(const WqGemvArgs& a, int64_t j0, int64_t r0, int rows) {
     for (int c = 0; c < C; ++c) a.y[(r0 + r) * a.ldy + j0 + c] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-template <bool kOffset, int R, int C>
-void rows_block(const WqGemvArgs& a, int64_t n_begin, int64_t n_end, int64_t r0, int rows) {
-  int64_t j = n_begin;
-  for (; j + C <= n_end; j += C) tile<kOffset, R, C>(a, j, r0, rows);
-  for (; j < n_end; ++j) tile<kOffset, R, 1>(a, j, r0, rows);
-}
-
 template <bool kOffset>
 void columns(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
-  if (a.m == 1) return rows_block<kOffset, 1, 8>(a, n_begin, n_end, 0, 1);
-  if (a.m == 2) return rows_block<kOffset, 2, 4>(a, n_begin, n_end, 0, 2);
-  if (a.m <= 4) return rows_block<kOffset, 4, 2>(a, n_begin, n_end, 0, static_cast<int>(a.m));
-  for (int64_t r0 = 0; r0 < a.m; r0 += 8) {
-    rows_block<kOffset, 8, 1>(a, n_begin, n_end, r0, static_cast<int>(std::min<int64_t>(8, a.m - r0)));
-  }
+  wq_gemv_blocks(a.m, n_begin, n_end, [&](auto rows_t, auto cols_t, int64_t j, int64_t r0, int rows) {
+    tile<kOffset, decltype(rows_t)::value, decltype(cols_t)::value>(a, j, r0, rows);
+  });
 }
 
 // --- int4 ---
@@ -182,25 +173,14 @@ void tile_int4(const WqGemvArgs& a, const uint16_t* xs, int64_t step, int64_t j0
     for (int c = 0; c < C; ++c) a.y[(r0 + r) * a.ldy + j0 + c] = _mm512_reduce_add_ps(acc[r][c]);
 }
 
-template <int R, int C>
-void rows_block_int4(const WqGemvArgs& a, const uint16_t* xs, int64_t step, int64_t n_begin, int64_t n_end, int64_t r0,
-                     int rows) {
-  int64_t j = n_begin;
-  for (; j + C <= n_end; j += C) tile_int4<R, C>(a, xs, step, j, r0, rows);
-  for (; j < n_end; ++j) tile_int4<R, 1>(a, xs, step, j, r0, rows);
-}
-
 void columns_int4(const WqGemvArgs& a, int64_t n_begin, int64_t n_end) {
   // Steps never straddle groups: 64 k, or 32 where groups are 32 k long.
   const int64_t step = (a.group == a.k || a.group % 64 == 0) ? 64 : 32;
   thread_local std::vector<uint16_t> xs;
   split_rows(a, step, xs);
-  if (a.m == 1) return rows_block_int4<1, 8>(a, xs.data(), step, n_begin, n_end, 0, 1);
-  if (a.m == 2) return rows_block_int4<2, 4>(a, xs.data(), step, n_begin, n_end, 0, 2);
-  if (a.m <= 4) return rows_block_int4<4, 2>(a, xs.data(), step, n_begin, n_end, 0, static_cast<int>(a.m));
-  for (int64_t r0 = 0; r0 < a.m; r0 += 8) {
-    rows_block_int4<8, 1>(a, xs.data(), step, n_begin, n_end, r0, static_cast<int>(std::min<int64_t>(8, a.m - r0)));
-  }
+  wq_gemv_blocks(a.m, n_begin, n_end, [&](auto rows_t, auto cols_t, int64_t j, int64_t r0, int rows) {
+    tile_int4<decltype(rows_t)::value, decltype(cols_t)::value>(a, xs.data(), step, j, r0, rows);
+  });
 }
 
 }  // namespace
