@@ -406,7 +406,7 @@ at::Tensor a8w4_matmul(const Plan& p, const at::Tensor& x1, const at::Tensor& x2
   at::Tensor acc16 = at::zeros({rows, n}, at::kHalf);
   for (int64_t g = 0; g < groups; ++g) {
     at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
-      k::pack_b_nz4_from_int4(w + g * G * row_words, G, n, /*k_packed=*/false, row_words, b4.data(), p0 * k::kNzCols,
+      k::pack_b_nz4_from_int4(isa, w + g * G * row_words, G, n, /*k_packed=*/false, row_words, b4.data(), p0 * k::kNzCols,
                               std::min(p1 * k::kNzCols, n));
     });
     k::QGemmS4Args args;
@@ -575,7 +575,7 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
     const uint32_t* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
     const int64_t num_panels = k::qgemm_num_panels(n);
     at::parallel_for(0, num_panels, 1, [&](int64_t p0, int64_t p1) {
-      k::pack_b_nz4_from_int4(w, kk, n, p.x2_k_packed, row_words, b4.data(), p0 * k::kNzCols,
+      k::pack_b_nz4_from_int4(isa, w, kk, n, p.x2_k_packed, row_words, b4.data(), p0 * k::kNzCols,
                               std::min(p1 * k::kNzCols, n));
     });
     std::vector<float> pertoken_all;

@@ -33,8 +33,13 @@ struct QGemmS4Args {
 // B as torch_npu packs it: int32 words of 8 nibbles, least significant first.
 //   n-packed: B[i][j] is nibble j % 8 of words[i * row_words + j / 8]   (x2 of shape (k, n / 8))
 //   k-packed: B[i][j] is nibble i % 8 of words[j * row_words + i / 8]   (x2 = (n, k / 8) transposed)
-void pack_b_nz4_from_int4(const uint32_t* words, int64_t k, int64_t n, bool k_packed, int64_t row_words,
+void pack_b_nz4_from_int4(Isa isa, const uint32_t* words, int64_t k, int64_t n, bool k_packed, int64_t row_words,
                           uint8_t* packed, int64_t n_begin, int64_t n_end);
+void pack_b_nz4_from_int4_ref(const uint32_t* words, int64_t k, int64_t n, bool k_packed, int64_t row_words,
+                              uint8_t* packed, int64_t n_begin, int64_t n_end);
+// n-packed x2 two panels at a time (AVX2 and up); the rest through the reference.
+void pack_b_nz4_from_int4_avx2(const uint32_t* words, int64_t k, int64_t n, bool k_packed, int64_t row_words,
+                               uint8_t* packed, int64_t n_begin, int64_t n_end);
 
 void qgemm4_panels(Isa isa, const QGemmS4Args& args, int64_t panel_begin, int64_t panel_end);
 void qgemm4_panels_ref(const QGemmS4Args& args, int64_t panel_begin, int64_t panel_end);

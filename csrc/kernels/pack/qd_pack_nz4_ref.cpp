@@ -6,7 +6,7 @@
 
 namespace qdev::kernels {
 
-void pack_b_nz4_from_int4(const uint32_t* words, int64_t k, int64_t n, bool k_packed, int64_t row_words,
+void pack_b_nz4_from_int4_ref(const uint32_t* words, int64_t k, int64_t n, bool k_packed, int64_t row_words,
                           uint8_t* packed, int64_t n_begin, int64_t n_end) {
   const int64_t k_blocks = (k + kNzRows - 1) / kNzRows;
   for (int64_t p = n_begin / kNzCols; p * kNzCols < n_end; ++p) {
@@ -65,6 +65,17 @@ void pack_b_nz4_from_int4(const uint32_t* words, int64_t k, int64_t n, bool k_pa
       }
     }
   }
+}
+
+void pack_b_nz4_from_int4(Isa isa, const uint32_t* words, int64_t k, int64_t n, bool k_packed, int64_t row_words,
+                          uint8_t* packed, int64_t n_begin, int64_t n_end) {
+#ifdef QD_HAVE_AVX2
+  if (isa == Isa::kAvx2 || isa == Isa::kAvx512Vnni) {
+    return pack_b_nz4_from_int4_avx2(words, k, n, k_packed, row_words, packed, n_begin, n_end);
+  }
+#endif
+  (void)isa;
+  pack_b_nz4_from_int4_ref(words, k, n, k_packed, row_words, packed, n_begin, n_end);
 }
 
 }  // namespace qdev::kernels

@@ -20,6 +20,7 @@
 #include "../common/qd_common.h"
 #include "../common/qd_cpu_features.h"
 #include "../matmul/qd_qgemm.h"
+#include "../matmul/qd_qgemm_s4.h"
 #include "../matmul/qd_w4a8.h"
 
 namespace k = qdev::kernels;
@@ -397,6 +398,36 @@ void test_w4a8_variants(const std::vector<k::Isa>& isas) {
   }
 }
 
+// --- int4 repack (A4W4 / A8W4 weights) ----------------------------------------------
+
+// Every variant's repack of torch_npu's int32 int4 words gives the reference's bytes,
+// n-packed (whole panel pairs, single panels, k not a multiple of 16) and k-packed.
+void test_nz4_pack_variants(const std::vector<k::Isa>& isas) {
+  Rng rng(11);
+  const int64_t shapes[][2] = {{64, 128}, {32, 64}, {48, 96}, {256, 160}, {8, 32}, {24, 200}, {128, 8}};
+  for (const auto& s : shapes) {
+    const int64_t kk = s[0], n = s[1];
+    for (bool k_packed : {false, true}) {
+      if (k_packed && kk % 8 != 0) continue;
+      if (!k_packed && n % 8 != 0) continue;
+      const int64_t row_words = k_packed ? kk / 8 : n / 8, rows = k_packed ? n : kk;
+      std::vector<uint32_t> words(static_cast<size_t>(rows * row_words));
+      for (auto& w : words) w = static_cast<uint32_t>(rng.range(0, 65535)) << 16 | static_cast<uint32_t>(rng.range(0, 65535));
+      const size_t bytes = static_cast<size_t>(k::nz4_packed_bytes(kk, n));
+      std::vector<uint8_t> want(bytes, 0), got;
+      k::pack_b_nz4_from_int4_ref(words.data(), kk, n, k_packed, row_words, want.data(), 0, n);
+      for (k::Isa isa : isas) {
+        got.assign(bytes, 0x5A);
+        const int64_t mid = n > 96 ? 96 : n;  // two ranges, as threads split the panels
+        k::pack_b_nz4_from_int4(isa, words.data(), kk, n, k_packed, row_words, got.data(), 0, mid);
+        if (mid < n) k::pack_b_nz4_from_int4(isa, words.data(), kk, n, k_packed, row_words, got.data(), mid, n);
+        check(got == want, std::string("nz4 pack ") + k::isa_name(isa) + " k=" + std::to_string(kk) + " n=" +
+                               std::to_string(n) + (k_packed ? " k-packed" : " n-packed"));
+      }
+    }
+  }
+}
+
 // --- dispatch -------------------------------------------------------------------------
 
 void test_isa_names_and_selection() {
@@ -445,6 +476,7 @@ int main(int argc, char** argv) {
   test_qgemm_reference_is_a_matmul();
   test_qgemm_variants(isas);
   test_w4a8_variants(isas);
+  test_nz4_pack_variants(isas);
   std::printf("%d checks, %d failures (variants against ref:", g_checks, g_failures);
   for (k::Isa isa : isas) std::printf(" %s", k::isa_name(isa));
   std::printf("%s)\n", isas.empty() ? " none on this CPU" : "");
