@@ -19,6 +19,7 @@
 
 #include "../../kernels/common/qd_common.h"
 #include "../../kernels/matmul/qd_qgemm.h"
+#include "../../kernels/matmul/qd_a8w4.h"
 #include "../../kernels/matmul/qd_qgemm_s4.h"
 #include "../../runtime/QdevStream.h"
 #include "QdevFormat.h"
@@ -402,8 +403,8 @@ at::Tensor a8w4_matmul(const Plan& p, const at::Tensor& x1, const at::Tensor& x2
   at::Tensor sums = at::empty({rows, n}, at::kInt);
   std::vector<float> scale_f;
   for (int64_t v : to_int64_vector(scale)) scale_f.push_back(unpack_scale(v));
-  const at::Tensor scales = at::from_blob(scale_f.data(), {groups, n}, at::kFloat);
   at::Tensor acc16 = at::zeros({rows, n}, at::kHalf);
+  uint16_t* acc = reinterpret_cast<uint16_t*>(acc16.data_ptr());
   for (int64_t g = 0; g < groups; ++g) {
     at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
       k::pack_b_nz4_from_int4(isa, w + g * G * row_words, G, n, /*k_packed=*/false, row_words, b4.data(), p0 * k::kNzCols,
@@ -423,8 +424,10 @@ at::Tensor a8w4_matmul(const Plan& p, const at::Tensor& x1, const at::Tensor& x2
     const int64_t grain = std::max<int64_t>(1, panels / (4 * at::get_num_threads()));
     at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) { k::qgemm4_panels(isa, args, p0, p1); });
     // float16 accumulation, each term rounded to float16 first: the golden's numpy steps.
-    acc16 = acc16.to(at::kFloat).add_(sums.to(at::kFloat).mul_(scales.select(0, g)).to(at::kHalf).to(at::kFloat))
-                .to(at::kHalf);
+    const int32_t* s = sums.const_data_ptr<int32_t>();
+    at::parallel_for(0, rows, parallel_grain(rows, n), [&](int64_t r0, int64_t r1) {
+      k::a8w4_accumulate_group(isa, s + r0 * n, scale_f.data() + g * n, r1 - r0, n, acc + r0 * n);
+    });
   }
   const at::Tensor both = acc16.to(at::kFloat).view({m, 2, n});
   at::Tensor y = both.select(1, 0).mul(16.0).add_(both.select(1, 1));

@@ -19,6 +19,7 @@
 
 #include "../common/qd_common.h"
 #include "../common/qd_cpu_features.h"
+#include "../matmul/qd_a8w4.h"
 #include "../matmul/qd_qgemm.h"
 #include "../matmul/qd_qgemm_s4.h"
 #include "../matmul/qd_w4a8.h"
@@ -428,6 +429,28 @@ void test_nz4_pack_variants(const std::vector<k::Isa>& isas) {
   }
 }
 
+// The A8W4 float16 group accumulation: every variant, the reference's bits (ties, the
+// float16 overflow to inf, column tails).
+void test_a8w4_accumulate_variants(const std::vector<k::Isa>& isas) {
+  Rng rng(12);
+  for (int64_t n : {int64_t{16}, int64_t{40}, int64_t{7}}) {
+    const int64_t rows = 6;
+    std::vector<int32_t> sums(static_cast<size_t>(rows * n));
+    std::vector<float> scale(static_cast<size_t>(n));
+    std::vector<uint16_t> start(static_cast<size_t>(rows * n));
+    for (auto& v : sums) v = static_cast<int32_t>(rng.range(-16384, 16384));
+    for (auto& v : scale) v = (rng.uniform() + 0.01f) * (rng.range(0, 9) == 0 ? 8.0f : 0.05f);  // some products overflow f16
+    for (auto& v : start) v = k::f32_to_f16_rne(rng.normal() * 100.0f);
+    std::vector<uint16_t> want = start;
+    k::a8w4_accumulate_group_ref(sums.data(), scale.data(), rows, n, want.data());
+    for (k::Isa isa : isas) {
+      std::vector<uint16_t> got = start;
+      k::a8w4_accumulate_group(isa, sums.data(), scale.data(), rows, n, got.data());
+      check(got == want, std::string("a8w4 f16 accumulate ") + k::isa_name(isa) + " n=" + std::to_string(n));
+    }
+  }
+}
+
 // --- dispatch -------------------------------------------------------------------------
 
 void test_isa_names_and_selection() {
@@ -477,6 +500,7 @@ int main(int argc, char** argv) {
   test_qgemm_variants(isas);
   test_w4a8_variants(isas);
   test_nz4_pack_variants(isas);
+  test_a8w4_accumulate_variants(isas);
   std::printf("%d checks, %d failures (variants against ref:", g_checks, g_failures);
   for (k::Isa isa : isas) std::printf(" %s", k::isa_name(isa));
   std::printf("%s)\n", isas.empty() ? " none on this CPU" : "");
