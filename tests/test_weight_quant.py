@@ -152,11 +152,12 @@ def kernel_variant(request):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("group", [0, 32, 64])
 @pytest.mark.parametrize("bits", [8, 4])
-@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 13])  # the GEMV's row tiles: 1, 2, 4 and 8 (13 = 8 + 5)
 @pytest.mark.parametrize("with_offset", [True, False])
 def test_fused_linear_layout_paths_every_isa(kernel_variant, dtype, group, bits, m, with_offset):
-    """nn.Linear-layout weights (x2 = weight.t(), int8 or int32-packed int4): M <= 4 runs the fused
-    GEMV, larger M dequantizes W' panels (same kernel roundings) for a dense GEMM."""
+    """nn.Linear-layout weights (x2 = weight.t(), int8 or int32-packed int4): small M runs the fused
+    GEMV (up to wq_gemv_max_rows: 4, or 8 / 16 with the vdpbf16ps GEMV), larger M dequantizes W'
+    panels (same kernel roundings) for a dense GEMM."""
     gen = torch.Generator().manual_seed(6)
     k, n = 200 if group == 0 else 192, 40  # 200: a k tail past the last 64-k step
     x = torch.randn(m, k, generator=gen).to(dtype)

@@ -99,16 +99,12 @@ at::Tensor finish_output(at::Tensor y, const at::Tensor& x, const std::optional<
   return out;
 }
 
-// The GEMV's cost grows with every row (a dequantize and an FMA per weight per row); the panel
-// path pays the dequantization once and then runs at GEMM speed: it wins from ~5 rows on.
-constexpr int64_t kGemvMaxRows = 4;
-
 // Scales / offsets of an nn.Linear-layout weight widened to the kernels' [groups][n] fp32 rows.
 at::Tensor kernel_rows(const at::Tensor& t, int64_t groups, int64_t n, at::ScalarType xdt) {
   return t.to(xdt).to(at::kFloat).expand({groups, n}).contiguous();
 }
 
-// nn.Linear-layout weights (x2 = weight.t(), int8 or int4): up to 4 rows run the fused GEMV,
+// nn.Linear-layout weights (x2 = weight.t(), int8 or int4): up to wq_gemv_max_rows rows run the fused GEMV,
 // which streams the weight once; larger M dequantizes W' panel by panel into x's dtype (the exact
 // values the golden multiplies) and runs the dense GEMM on each, so no full dequantized copy of
 // the weight is ever made. bf16 without bias multiplies in bf16 with fp32 accumulation (oneDNN), one
@@ -124,13 +120,11 @@ at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, con
   const at::Tensor s_f = kernel_rows(scale_rows, groups, n, xdt);
   const at::Tensor o_f = off_rows.defined() ? kernel_rows(off_rows, groups, n, xdt) : at::Tensor();
   const at::Tensor xr = x_host.reshape({rows, k}).contiguous();
-  const at::Tensor xf = rows <= kGemvMaxRows ? xr.to(at::kFloat) : at::Tensor();  // widened once (exact)
   ::qdev::kernels::WqGemvArgs args;
   args.m = rows;
   args.n = n;
   args.k = k;
   args.group = G > 0 ? G : k;
-  args.x = xf.defined() ? xf.const_data_ptr<float>() : nullptr;
   args.ldx = k;
   args.bf16 = xdt == at::kBFloat16;
   args.w = static_cast<const int8_t*>(w_nk.const_data_ptr());
@@ -139,8 +133,11 @@ at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, con
   args.scale = s_f.const_data_ptr<float>();
   args.offset = o_f.defined() ? o_f.const_data_ptr<float>() : nullptr;
   const auto isa = ::qdev::kernels::active_isa();
+  const bool gemv = rows <= ::qdev::kernels::wq_gemv_max_rows(isa, args);
+  const at::Tensor xf = gemv ? xr.to(at::kFloat) : at::Tensor();  // widened once (exact)
+  args.x = xf.defined() ? xf.const_data_ptr<float>() : nullptr;
   at::Tensor y;
-  if (rows <= kGemvMaxRows) {
+  if (gemv) {
     y = at::empty({rows, n}, xr.options().dtype(at::kFloat));
     args.y = y.mutable_data_ptr<float>();
     args.ldy = n;

@@ -29,6 +29,10 @@ struct WqGemvArgs {
 };
 
 void wq_gemv(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
+// Up to how many rows the GEMV beats dequantized panels + a dense GEMM for these arguments:
+// its cost grows with every row, the panels' is mostly the one dequantization (measured
+// crossovers: 4 rows; with the vdpbf16ps GEMV 8 for int8 and 16 for int4 weights).
+int64_t wq_gemv_max_rows(Isa isa, const WqGemvArgs& args);
 void wq_gemv_ref(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_avx2(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);
 void wq_gemv_avx512(const WqGemvArgs& args, int64_t n_begin, int64_t n_end);

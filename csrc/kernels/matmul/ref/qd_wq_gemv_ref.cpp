@@ -36,6 +36,14 @@ void wq_dequant_rows(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n
   wq_dequant_rows_ref(args, n_begin, n_end, out, ldo);
 }
 
+int64_t wq_gemv_max_rows(Isa isa, const WqGemvArgs& args) {
+#if defined(QD_HAVE_AVX512VNNI) && defined(QD_HAVE_AVX512BF16)
+  if (isa == Isa::kAvx512Vnni && cpu_avx512_bf16() && wq_gemv_avx512bf16_takes(args)) return args.int4 ? 16 : 8;
+#endif
+  (void)isa, (void)args;
+  return 4;
+}
+
 void wq_gemv(Isa isa, const WqGemvArgs& args, int64_t n_begin, int64_t n_end) {
 #if defined(QD_HAVE_AVX512VNNI) && defined(QD_HAVE_AVX512BF16)
   if (isa == Isa::kAvx512Vnni && cpu_avx512_bf16() && wq_gemv_avx512bf16_takes(args)) {
