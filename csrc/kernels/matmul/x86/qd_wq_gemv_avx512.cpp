@@ -12,20 +12,10 @@
 
 #include "../qd_wq_gemv.h"
 #include "../qd_wq_gemv_blocking.h"
+#include "qd_wq_avx512_common.h"
 
 namespace qdev::kernels {
 namespace {
-
-inline __m512 round_bf16(__m512 f) {
-  const __m512i u = _mm512_castps_si512(f);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
-  return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
-}
-
-inline __m512 round_to(__m512 f, bool bf16) {
-  return bf16 ? round_bf16(f) : _mm512_cvtph_ps(_mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-}
 
 // int4: the 16 dequantized values of one (group, column) fit one register, so each weight is a
 // table lookup (vpermps uses the low 4 bits of each index lane) instead of convert + 2 roundings.
@@ -46,10 +36,6 @@ inline __m512 dequant_int8(const WqGemvArgs& a, const int8_t* wj, int64_t j, int
   __m512 w = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, wj + kk)));
   if (a.offset) w = round_to(_mm512_add_ps(w, _mm512_set1_ps(a.offset[g * a.n + j])), a.bf16);
   return round_to(_mm512_mul_ps(w, _mm512_set1_ps(a.scale[g * a.n + j])), a.bf16);
-}
-
-inline __mmask16 lanes(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1);
 }
 
 // One tile (blocking: qd_wq_gemv_blocking.h): C columns x up to R activation rows. Each dequantized 16-k vector is

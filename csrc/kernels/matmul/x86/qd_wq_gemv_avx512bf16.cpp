@@ -30,21 +30,10 @@
 #include "../../common/qd_common.h"
 #include "../qd_wq_gemv.h"
 #include "../qd_wq_gemv_blocking.h"
+#include "qd_wq_avx512_common.h"
 
 namespace qdev::kernels {
 namespace {
-
-inline __mmask16 lanes(int64_t left) {
-  return left >= 16 ? static_cast<__mmask16>(0xFFFF)
-                    : left <= 0 ? static_cast<__mmask16>(0) : static_cast<__mmask16>((1u << left) - 1);
-}
-
-inline __m512 round_bf16(__m512 f) {  // as the plain kernel: the offset sum keeps fp32 form
-  const __m512i u = _mm512_castps_si512(f);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
-  return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32(static_cast<int>(0xFFFF0000u))));
-}
 
 // 16 int8 weights from w + kk as fp32, (w + offset) rounded when there is an offset.
 template <bool kOffset>
