@@ -71,6 +71,22 @@ at::ScalarType resolve_output_dtype(std::optional<int64_t> output_dtype) {
 
 using Plan = QuantMatmulPlan;
 
+// Every given input lives on x1's device (torch's message).
+void check_inputs_on_x1_device(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
+                               const std::optional<at::Tensor>& offset, const std::optional<at::Tensor>& pertoken,
+                               const std::optional<at::Tensor>& bias) {
+  for (const auto* t : {&x2, &scale}) {
+    TORCH_CHECK(t->device() == x1.device(), "Expected all tensors to be on the same device, but found "
+                "at least two devices, ", x1.device(), " and ", t->device(), "!");
+  }
+  for (const auto* t : {&offset, &pertoken, &bias}) {
+    if (defined(*t)) {
+      TORCH_CHECK((*t)->device() == x1.device(), "Expected all tensors to be on the same device, but "
+                  "found at least two devices, ", x1.device(), " and ", (*t)->device(), "!");
+    }
+  }
+}
+
 // A4W4 per-group (the int32 x int32 row with a 2-D scale): scale float32 and
 // offset float16 of shape (ceil(k / G), n), pertoken float32 (m, 1) or (m,),
 // float16/bfloat16 output, no bias.
@@ -136,16 +152,7 @@ Plan plan_a8w4(Plan p, const at::Tensor& x1, const at::Tensor& x2, const at::Ten
   TORCH_CHECK(!defined(bias), "A8W4 takes no bias (add it to offset, the y_offset term)");
   TORCH_CHECK(p.out_dtype == at::kHalf || p.out_dtype == at::kBFloat16,
               "A8W4 needs float16 or bfloat16 output, but output_dtype is ", dtype_name(p.out_dtype));
-  for (const auto* t : {&x2, &scale}) {
-    TORCH_CHECK(t->device() == x1.device(), "Expected all tensors to be on the same device, but found "
-                "at least two devices, ", x1.device(), " and ", t->device(), "!");
-  }
-  for (const auto* t : {&offset, &pertoken}) {
-    if (defined(*t)) {
-      TORCH_CHECK((*t)->device() == x1.device(), "Expected all tensors to be on the same device, but "
-                  "found at least two devices, ", x1.device(), " and ", (*t)->device(), "!");
-    }
-  }
+  check_inputs_on_x1_device(x1, x2, scale, offset, pertoken, bias);
   return p;
 }
 
@@ -313,17 +320,7 @@ Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Ten
   TORCH_CHECK(scale.size(0) == 1 || scale.size(0) == p.n,
               "the scale 1st dim value must be 1 or x2 n dim value, please check scale 1st dim value ");
 
-  // Inputs live on one device.
-  for (const auto* t : {&x2, &scale}) {
-    TORCH_CHECK(t->device() == x1.device(), "Expected all tensors to be on the same device, but found "
-                "at least two devices, ", x1.device(), " and ", t->device(), "!");
-  }
-  for (const auto* t : {&offset, &pertoken, &bias}) {
-    if (defined(*t)) {
-      TORCH_CHECK((*t)->device() == x1.device(), "Expected all tensors to be on the same device, but "
-                  "found at least two devices, ", x1.device(), " and ", (*t)->device(), "!");
-    }
-  }
+  check_inputs_on_x1_device(x1, x2, scale, offset, pertoken, bias);
   return p;
 }
 
