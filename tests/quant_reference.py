@@ -99,3 +99,50 @@ def dynamic_quant(x, smooth=None, asymmetric=False, dst_max=127.0, dst_min=-128.
     scale = xs.abs().amax(-1) * torch.tensor(1.0 / dst_max, dtype=torch.float32)
     y = torch.where(scale[..., None] == 0, torch.zeros_like(xs), torch.round(xs / scale[..., None]))
     return y.clamp(dst_min, dst_max), scale
+
+
+def _quantize_along(xs, dim, asymmetric, dst_max, dst_min):
+    """One (scale, offset) per slice of xs reduced along dim (kept); empty slices get 0."""
+    if xs.shape[dim] == 0:
+        shape = list(xs.shape)
+        shape[dim] = 1
+        return xs.clone(), torch.zeros(shape), torch.zeros(shape)
+    if asymmetric:
+        mx, mn = xs.amax(dim, keepdim=True), xs.amin(dim, keepdim=True)
+        scale = (mx - mn) / (dst_max - dst_min)
+        offset = torch.where(scale == 0, torch.zeros_like(scale), dst_max - mx / scale)
+        y = torch.where(scale == 0, torch.zeros_like(xs), torch.round(xs / scale + offset))
+    else:
+        scale = xs.abs().amax(dim, keepdim=True) * torch.tensor(1.0 / dst_max, dtype=torch.float32)
+        offset = torch.zeros_like(scale)
+        y = torch.where(scale == 0, torch.zeros_like(xs), torch.round(xs / scale))
+    return y.clamp(dst_min, dst_max), scale, offset
+
+
+def dynamic_quant_modes(x, smooth=None, group_index=None, asymmetric=False, mode="pertoken", dst_max=127.0,
+                        dst_min=-128.0):
+    """npu_dynamic_quant(_asymmetric) in every quant_mode (pertoken: per row; pertensor: one
+    scale; perchannel: per column of each matrix), with 1-D smooth scales or MoE group_index
+    (row-group ends, one smooth row each). Returns (y as float values, scale, offset)."""
+    xs = x.to(torch.float32)
+    h = x.shape[-1]
+    if group_index is not None:
+        rows = xs.reshape(-1, h).clone()
+        begin = 0
+        for e, end in enumerate(group_index.tolist()):
+            rows[begin:end] *= smooth[e].to(torch.float32)
+            begin = end
+        xs = rows.reshape(x.shape)
+    elif smooth is not None:
+        s = smooth.to(torch.float32)
+        xs = xs * (s.unsqueeze(-1) if mode == "perchannel" else s)
+    if mode == "pertoken":
+        y, s, o = _quantize_along(xs, -1, asymmetric, dst_max, dst_min)
+        s, o = s.squeeze(-1), o.squeeze(-1)
+    elif mode == "pertensor":
+        y, s, o = _quantize_along(xs.reshape(1, -1), -1, asymmetric, dst_max, dst_min)
+        y, s, o = y.reshape(x.shape), s.reshape(1), o.reshape(1)
+    else:
+        y, s, o = _quantize_along(xs, -2, asymmetric, dst_max, dst_min)
+        s, o = s.squeeze(-2), o.squeeze(-2)
+    return y, s, o

@@ -159,17 +159,20 @@ torch.library.register_autograd("qdev::npu_format_cast", _format_cast_backward,
 
 
 def _install_serialization_hook() -> None:
-    """torch.save sees logical values of internal-format tensors: they are saved
-    as their CPU (ND) values, like tensors of storage-less backends, and load back
-    as ND qdev tensors (weights_only-safe)."""
+    """torch.save sees logical values of internal-format tensors: they are saved as
+    an ND qdev copy (a plain qdev storage), and load back as ND qdev tensors
+    (weights_only-safe). The copy is saved rather than rebuilt from a CPU tensor at
+    load time: the legacy (non-zipfile) loader fills storages only after unpickling,
+    so a copy made while rebuilding would read unfilled memory."""
     original = torch.Tensor._reduce_ex_internal
     if getattr(original, "_qdev_wrapped", False):
         return
 
     def _reduce_ex_internal(self, proto):
         if self.device.type == "qdev" and int(torch.ops.qdev.get_npu_format(self)) in _INTERNAL:
-            return (torch._utils._rebuild_device_tensor_from_cpu_tensor,
-                    (self.cpu(), self.dtype, str(self.device), self.requires_grad))
+            nd = torch.ops.qdev.npu_format_cast(self.detach(), int(Format.ND))
+            nd.requires_grad_(self.requires_grad)
+            return original(nd, proto)
         return original(self, proto)
 
     _reduce_ex_internal._qdev_wrapped = True  # type: ignore[attr-defined]
@@ -278,6 +281,10 @@ def _align64(v: int) -> int:
 def w4_packed_bytes(in_features: int, out_features: int, block_size: int, has_bias: bool,
                     scales_bf16: bool = False) -> int:
     """Size of a torch_qdev packed 4-bit weight (mirrors kernels/pack/qd_rhs_pack_w4_ref.cpp)."""
+    if in_features <= 0 or out_features <= 0:
+        raise ValueError(f"in_features and out_features must be positive, but they are {in_features} and {out_features}")
+    if not (block_size == in_features or (block_size > 0 and block_size % 32 == 0 and in_features % block_size == 0)):
+        raise ValueError(f"Group size should be multiple of 32, in_features [{in_features}]. Provided {block_size}")
     k_pad = (in_features + 15) // 16 * 16
     n_pad = (out_features + 31) // 32 * 32
     groups = 1 if block_size == in_features else in_features // block_size

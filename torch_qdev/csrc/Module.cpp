@@ -24,6 +24,15 @@ namespace py = pybind11;
 
 namespace {
 
+// A device index from Python, checked before it narrows to c10::DeviceIndex (int8_t):
+// 257 must not become 1.
+c10::DeviceIndex device_index(int64_t d) {
+  TORCH_CHECK(d >= 0 && d < c10::qdev::device_count(), "Invalid device index ", d,
+              " for qdev: expected 0 <= index < ", static_cast<int>(c10::qdev::device_count()),
+              " (invalid device ordinal; QDEV_DEVICE_COUNT sets the count)");
+  return static_cast<c10::DeviceIndex>(d);
+}
+
 py::object default_generator(c10::DeviceIndex device) {
   const at::Generator& gen = c10::qdev::default_generator(device);
   return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(gen));
@@ -48,17 +57,18 @@ PYBIND11_MODULE(_C, m) {
   m.def("_is_in_bad_fork", [] { return torch::utils::is_device_in_bad_fork(at::kPrivateUse1); });
   m.def("_get_device_count", [] { return static_cast<int>(c10::qdev::device_count()); });
   m.def("_get_device", [] { return static_cast<int>(c10::qdev::current_device()); });
-  m.def("_set_device", [](int d) { c10::qdev::set_device(static_cast<c10::DeviceIndex>(d)); });
-  m.def("_exchange_device", [](int d) {
-    return static_cast<int>(c10::qdev::exchange_device(static_cast<c10::DeviceIndex>(d)));
+  m.def("_set_device", [](int64_t d) { c10::qdev::set_device(device_index(d)); });
+  m.def("_exchange_device", [](int64_t d) {
+    return static_cast<int>(c10::qdev::exchange_device(device_index(d)));
   });
-  m.def("_check_device_index",
-        [](int d) { c10::qdev::check_device_index(static_cast<c10::DeviceIndex>(d)); });
-  m.def("_get_default_generator",
-        [](int d) { return default_generator(static_cast<c10::DeviceIndex>(d)); });
-  m.def("_get_device_properties",
-        [](int d) { return device_properties(static_cast<c10::DeviceIndex>(d)); });
+  m.def("_check_device_index", [](int64_t d) { (void)device_index(d); });
+  m.def("_get_default_generator", [](int64_t d) { return default_generator(device_index(d)); });
+  m.def("_get_device_properties", [](int64_t d) { return device_properties(device_index(d)); });
   m.def("_stream_priority", [](int64_t stream_id) {
+    // Ids as QdevStream hands them out: 0 default, then the normal and the high-priority pool.
+    TORCH_CHECK(stream_id >= 0 && stream_id <= c10::qdev::kStreamsPerPool * c10::qdev::kPriorityLevels,
+                "Invalid qdev stream id ", stream_id, ": expected 0 <= id <= ",
+                c10::qdev::kStreamsPerPool * c10::qdev::kPriorityLevels);
     return stream_id > c10::qdev::kStreamsPerPool ? -1 : 0;
   });
   m.def("_stream_priority_range", [] {
@@ -86,10 +96,10 @@ PYBIND11_MODULE(_C, m) {
     const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - start;
     return py::make_tuple(dt.count(), static_cast<uint64_t>(sink.load()));
   });
-  m.def("_device_memory_used", [](int d) {
-    c10::qdev::check_device_index(static_cast<c10::DeviceIndex>(d));
+  m.def("_device_memory_used", [](int64_t d) {
+    const c10::DeviceIndex index = device_index(d);
     size_t used = 0;
-    QDEV_CHECK(qdDeviceMemoryUsed(d, &used));
+    QDEV_CHECK(qdDeviceMemoryUsed(index, &used));
     return used;
   });
 }

@@ -16,6 +16,8 @@ default_generators: tuple[torch.Generator, ...] = tuple(
 
 def _generator(device: Any = "qdev") -> torch.Generator:
     index = _get_device_index(device, optional=True)
+    if index < 0:  # not Python's negative indexing into the tuple (-1 would be the last device)
+        raise RuntimeError(f"Device index must not be negative, but it is {index}")
     return default_generators[index]
 
 

@@ -18,6 +18,10 @@ class Stream(torch.Stream):
 
     def __new__(cls, device: Any = None, priority: int = 0, **kwargs: Any) -> "Stream":
         if kwargs:  # wrap an existing stream: stream_id, device_index, device_type
+            if "stream_id" in kwargs:
+                _C._stream_priority(int(kwargs["stream_id"]))  # refuses ids no qdev stream has
+            if "device_index" in kwargs:
+                _C._check_device_index(int(kwargs["device_index"]))
             return super().__new__(cls, **kwargs)
         index = _get_device_index(device, optional=True)
         return super().__new__(cls, device=torch.device("qdev", index), priority=priority)
@@ -58,8 +62,14 @@ class Event(metaclass=_QdevEventType):
         if interprocess:
             raise NotImplementedError("qdev events cannot be shared between processes")
         index = _get_device_index(device, optional=True)
-        return torch.Event(torch.device("qdev", index), enable_timing=enable_timing,
-                           blocking=blocking)
+        event = torch.Event(torch.device("qdev", index), enable_timing=enable_timing,
+                            blocking=blocking)
+        if device is not None:
+            # torch.Event keeps only the device type until its first record, so a stream of
+            # another device would be accepted then: a first record on the asked device's
+            # current stream binds the event to it (later records are checked against it).
+            event.record(torch._C._accelerator_getStream(index))
+        return event
 
 
 def _wrap(s: torch.Stream) -> Stream:

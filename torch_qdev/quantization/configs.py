@@ -48,7 +48,7 @@ class W4A8DynamicConfig(QuantConfig):
 
     def check(self, linear):
         g = self.group_size
-        if g is not None and (g % 32 or linear.in_features % g):
+        if g is not None and (g <= 0 or g % 32 or linear.in_features % g):
             return f"in_features={linear.in_features} is not a multiple of group_size={g}"
         if linear.in_features % 2:
             return f"in_features={linear.in_features} is odd"
@@ -75,7 +75,7 @@ class _WeightOnlyConfig(QuantConfig):
 
     def check(self, linear):
         g, k = self.group_size, linear.in_features
-        if g and (g % 32 or k % g or g >= k):
+        if g and (g < 0 or g % 32 or k % g or g >= k):
             return f"in_features={k} does not take group_size={g} (a multiple of 32 dividing it, below it)"
         if self.bits == 4 and k % 8:
             return f"in_features={k} is not a multiple of 8"

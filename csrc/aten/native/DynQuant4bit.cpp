@@ -32,6 +32,10 @@ void sync_if_qdev(const at::Tensor& t) {
   if (is_qdev(t)) c10::qdev::sync_current_stream(t.device().index());
 }
 
+// Largest in_features / out_features: 2^31 - 1 keeps k_pad * n_pad / 2 and the scale
+// sections far below 2^63.
+constexpr int64_t kMaxW4Features = (int64_t{1} << 31) - 1;
+
 void check_group(int64_t block_size, int64_t in_features) {
   TORCH_CHECK(block_size == in_features || (block_size % 32 == 0 && block_size > 0 && in_features % block_size == 0),
               "Group size should be multiple of 32, in_features [", in_features, "]. Provided ", block_size);
@@ -42,13 +46,19 @@ void check_group(int64_t block_size, int64_t in_features) {
 void check_dyn_quant_pack_args(const at::Tensor& weights, const at::Tensor& scales,
                                const std::optional<at::Tensor>& bias, int64_t block_size, int64_t in_features,
                                int64_t out_features) {
+  check_required(weights, "dyn_quant_pack_4bit_weight", "weights");
+  check_required(scales, "dyn_quant_pack_4bit_weight", "scales_zeros");
   TORCH_CHECK(weights.scalar_type() == at::kByte, "dyn_quant_pack_4bit_weight: weights must be uint8 (two int4 "
               "values per byte), but they are ", weights.scalar_type());
   TORCH_CHECK(in_features > 0 && out_features > 0, "in_features and out_features must be positive");
+  // Bounded so that every size below (weights, the padded layout) fits int64 without wrapping.
+  TORCH_CHECK(in_features <= kMaxW4Features && out_features <= kMaxW4Features,
+              "dyn_quant_pack_4bit_weight: in_features and out_features must be at most ", kMaxW4Features,
+              ", but they are ", in_features, " and ", out_features);
   TORCH_CHECK(in_features % 2 == 0, "dyn_quant_pack_4bit_weight: in_features must be even, but it is ", in_features);
   check_group(block_size, in_features);
-  TORCH_CHECK(weights.numel() == out_features * in_features / 2, "dyn_quant_pack_4bit_weight: weights hold ",
-              weights.numel(), " bytes, but out_features * in_features / 2 = ", out_features * in_features / 2);
+  TORCH_CHECK(weights.numel() == out_features * (in_features / 2), "dyn_quant_pack_4bit_weight: weights hold ",
+              weights.numel(), " bytes, but out_features * in_features / 2 = ", out_features * (in_features / 2));
   const int64_t groups = in_features / block_size;
   TORCH_CHECK(scales.numel() == out_features * groups, "dyn_quant_pack_4bit_weight: expected ",
               out_features * groups, " scales (out_features x in_features / block_size), got ", scales.numel());
@@ -58,6 +68,8 @@ void check_dyn_quant_pack_args(const at::Tensor& weights, const at::Tensor& scal
   if (has_bias) {
     TORCH_CHECK(bias->numel() == out_features, "Expected bias length to match output dimension (",
                 out_features, "), but it has ", bias->numel(), " elements");
+    TORCH_CHECK(at::isFloatingType(bias->scalar_type()), "dyn_quant_pack_4bit_weight: bias must be a float "
+                "tensor, but it is ", bias->scalar_type());
   }
   const at::Tensor no_tensor;
   for (const at::Tensor* t : {&scales, has_bias ? &*bias : &no_tensor}) {
@@ -69,6 +81,8 @@ void check_dyn_quant_pack_args(const at::Tensor& weights, const at::Tensor& scal
 
 void check_dyn_quant_matmul_args(const at::Tensor& inp, const at::Tensor& packed, int64_t block_size,
                                  int64_t in_features) {
+  check_required(inp, "dyn_quant_matmul_4bit", "inp");
+  check_required(packed, "dyn_quant_matmul_4bit", "packed_weights");
   TORCH_CHECK(inp.scalar_type() == at::kFloat || inp.scalar_type() == at::kBFloat16,
               "dyn_quant_matmul_4bit: expect input to be float32 or bfloat16 tensor, but it is ", inp.scalar_type());
   check_group(block_size, in_features);
@@ -106,9 +120,10 @@ at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::
                                      s.scalar_type() == at::kBFloat16);
   at::Tensor out;
   if (torch_container) {
+    // PyTorch's meta size (weights + scales (+ bias) elements); small layers (n < 32 pads to
+    // one 32-column panel) need more bytes than that, and get a container that holds them.
     const int64_t elems = weights.numel() + scales.numel() + (has_bias ? bias->numel() : 0);
-    TORCH_INTERNAL_ASSERT(elems * 4 >= L.total_bytes);
-    out = at::empty({elems}, weights.options().dtype(at::kFloat));
+    out = at::empty({std::max(elems, (L.total_bytes + 3) / 4)}, weights.options().dtype(at::kFloat));
   } else {
     out = at::empty({L.total_bytes}, weights.options().dtype(at::kByte));
   }

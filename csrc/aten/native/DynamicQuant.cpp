@@ -2,6 +2,7 @@
 // per-channel) int8 or int4 quantization of activations, torch_npu semantics.
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <c10/core/DeviceGuard.h>
 
 #include <algorithm>
@@ -28,6 +29,7 @@ DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& 
                           const std::optional<at::Tensor>& group_index, std::optional<int64_t> dst_type,
                           c10::string_view quant_mode, double dst_type_max) {
   DqPlan p;
+  check_required(x, "npu_dynamic_quant", "input");
   TORCH_CHECK(x.dim() > 1, "Input shape dim should be greater than 1");
   const auto xt = x.scalar_type();
   TORCH_CHECK(xt == at::kHalf || xt == at::kBFloat16 || xt == at::kFloat,
@@ -47,6 +49,11 @@ DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& 
     TORCH_CHECK(x.size(-1) % 8 == 0, "Input shape last dim must be divded by 8 when int4 quantization");
   }
   if (dst_type_max != 0.0) {
+    // An override of the output's maximum can only narrow the integer range: (0, 127] for
+    // int8, (0, 7] for int4 (CANN's wider values are for its float8/hifloat8 outputs).
+    TORCH_CHECK(std::isfinite(dst_type_max) && dst_type_max > 0.0 && dst_type_max <= p.dst_max,
+                "npu_dynamic_quant: dst_type_max must be 0 (the output dtype's maximum) or in (0, ", p.dst_max,
+                "] for ", p.int4 ? "int4" : "int8", " output, but it is ", dst_type_max);
     p.dst_max = static_cast<float>(dst_type_max);
     p.dst_min = -p.dst_max - 1.0f;
   }
@@ -69,6 +76,8 @@ DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& 
                     group_index->size(0) == smooth->size(0),
                 "group_index must be a 1-D int32 tensor with one entry per smooth_scales row");
     TORCH_CHECK(smooth->size(0) <= 1024, "group_index supports at most 1024 groups");
+    TORCH_CHECK(group_index->device() == x.device(), "Expected all tensors to be on the same device, but "
+                "found at least two devices, ", x.device(), " and ", group_index->device(), "!");
   } else if (defined(smooth)) {
     const int64_t want = p.mode == Mode::kPerChannel ? x.size(-2) : p.h;
     TORCH_CHECK(smooth->dim() == 1 && smooth->size(0) == want,
@@ -193,11 +202,21 @@ std::vector<at::Tensor> run_dynamic_quant(const at::Tensor& input,
   const int64_t h = p.h;
   const int64_t total = input.numel();
   const int64_t rows = h == 0 ? 0 : total / h;
+  if (total == 0) {
+    // Nothing to quantize: scales (and offsets) of empty groups are 0, as for all-zero groups.
+    auto options = input.options();
+    at::Tensor y = at::empty(p.y_shape, options.dtype(p.int4 ? at::kInt : at::kChar));
+    at::Tensor scale = at::zeros(p.scale_shape, options.dtype(at::kFloat));
+    if (!asym) return {y, scale};
+    return {y, scale, at::zeros(p.scale_shape, options.dtype(at::kFloat))};
+  }
   if (p.mode == Mode::kPerToken && !defined(group_index)) {
     return quant_rows_fast(input, smooth, p, asym, rows);
   }
   // xs = float(x) * float(smooth) on the host.
-  at::Tensor xs = logical_host_view(input).to(at::kFloat).contiguous();
+  // A copy whenever it is scaled in place below: a float32 input must not be modified.
+  at::Tensor xs = logical_host_view(input).to(at::kFloat, /*non_blocking=*/false, /*copy=*/defined(smooth))
+                      .contiguous();
   if (defined(smooth)) {
     at::Tensor s = logical_host_view(*smooth).to(at::kFloat);
     if (defined(group_index)) {

@@ -184,6 +184,8 @@ class FallbackCall {
         auto* impl = static_cast<c10::qdev::QdevGeneratorImpl*>(gen.unsafeGetGeneratorImpl());
         return impl->cpu_generator();
       }
+      // As CUDA: a generator of another device type does not drive a qdev op.
+      TORCH_CHECK(!target_, "Expected a 'qdev' device type for generator but found '", gen.device().type(), "'");
       return v;
     }
     if (v.isNone() && target_ && is_optional_generator(arg)) {

@@ -65,6 +65,12 @@ inline int32_t unpack_offset(int64_t packed) {
 
 inline bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
+// A required Tensor argument given as None reaches the op as an undefined tensor:
+// refuse it with Python's wording (a TypeError) before anything reads its dtype.
+inline void check_required(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK_TYPE(t.defined(), op, "(): argument '", name, "' must be Tensor, not None");
+}
+
 // "torch.int8" etc., as torch_npu's messages spell dtypes.
 inline std::string dtype_name(at::ScalarType t) {
   return std::string("torch.") + std::string(c10::getDtypeNames(t).first);

@@ -71,6 +71,8 @@ at::ScalarType resolve_output_dtype(std::optional<int64_t> output_dtype) {
 
 using Plan = QuantMatmulPlan;
 
+constexpr int64_t kMaxLastDim = 65535;
+
 // Every given input lives on x1's device (torch's message).
 void check_inputs_on_x1_device(const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& scale,
                                const std::optional<at::Tensor>& offset, const std::optional<at::Tensor>& pertoken,
@@ -123,6 +125,8 @@ Plan plan_a8w4(Plan p, const at::Tensor& x1, const at::Tensor& x2, const at::Ten
   TORCH_CHECK(x1.dim() == 2 && x2.dim() == 2, "A8W4 (int8 x1 with int32-packed int4 x2) supports 2-D x1 and x2, but "
               "x1 has ", x1.dim(), " and x2 ", x2.dim(), " dims");
   TORCH_CHECK(x1.size(1) == x2.size(0), "k dim of x1 and x2 need be same, please check k dim of x1 and x2 ");
+  TORCH_CHECK(x1.size(1) <= kMaxLastDim, "npu_quant_matmul: the last dim of x1 (k) must be at most ", kMaxLastDim,
+              " (CANN's limit), but it is ", x1.size(1));
   p.m = x1.size(0);
   p.k = x1.size(1);
   p.n = x2.size(1) * 8;
@@ -132,6 +136,9 @@ Plan plan_a8w4(Plan p, const at::Tensor& x1, const at::Tensor& x2, const at::Ten
   if (group_sizes.has_value()) {
     const auto gs = *group_sizes;
     TORCH_CHECK(gs.size() == 3, "group_sizes's length must be 3, please check group_sizes's length");
+    for (int64_t g : gs) {
+      TORCH_CHECK(g >= 0 && g <= 65535, "group param value must conform to range [0, 65535]");
+    }
     TORCH_CHECK(gs[0] <= 1 && gs[1] <= 1, "A8W4 takes group_sizes [0, 0, group_k], but got ", gs);
     if (gs[2] > 0) p.group = gs[2];
   }
@@ -168,6 +175,9 @@ Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Ten
                        std::optional<int64_t> pertoken_scale_dtype,
                        std::optional<int64_t> scale_dtype, at::OptionalIntArrayRef group_sizes,
                        const std::optional<at::Tensor>& y_scale) {
+  check_required(x1, "npu_quant_matmul", "x1");
+  check_required(x2, "npu_quant_matmul", "x2");
+  check_required(scale, "npu_quant_matmul", "scale");
   for (auto opt : {x1_dtype, x2_dtype, pertoken_scale_dtype, scale_dtype}) {
     if (opt.has_value()) {
       const char* name = npu_custom_dtype_name(*opt);
@@ -211,6 +221,10 @@ Plan plan_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at::Ten
     p.k = x1.size(-1);
     p.n = x2.size(-1);
   }
+  // CANN's documented limit on the last dims of x1 and x2 (65535); for x1 it also keeps the
+  // int32 accumulator exact (65535 * 128 * 128 < 2^31), which larger k would wrap.
+  TORCH_CHECK(x1.size(-1) <= kMaxLastDim, "npu_quant_matmul: the last dim of x1 (k) must be at most ", kMaxLastDim,
+              " (CANN's limit), but it is ", x1.size(-1));
   p.m = x1.size(-2);
   p.a4w4_group = p.a4w4 && scale.dim() == 2;
   auto b1 = x1.sizes().slice(0, x1.dim() - 2), b2 = x2.sizes().slice(0, x2.dim() - 2);

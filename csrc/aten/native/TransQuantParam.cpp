@@ -12,6 +12,7 @@ namespace at::native::qdev {
 std::vector<int64_t> trans_quant_param_shape(const at::Tensor& scale,
                                              const std::optional<at::Tensor>& offset,
                                              std::optional<int64_t> round_mode) {
+  check_required(scale, "npu_trans_quant_param", "scale");
   const int64_t mode = round_mode.value_or(0);
   TORCH_CHECK(mode == 0 || mode == 1, "round_mode must be 0 or 1. but now is ", mode);
   TORCH_CHECK(scale.scalar_type() == at::kFloat,

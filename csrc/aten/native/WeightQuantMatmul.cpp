@@ -59,6 +59,7 @@ at::Tensor requant_int8(const at::Tensor& y, const std::optional<at::Tensor>& qu
 }  // namespace
 
 at::Tensor npu_convert_weight_to_int4pack(const at::Tensor& weight, int64_t inner_k_tiles) {
+  check_required(weight, "npu_convert_weight_to_int4pack", "weight");
   (void)inner_k_tiles;  // reserved, as in torch_npu
   TORCH_CHECK(weight.scalar_type() == at::kInt || weight.scalar_type() == at::kFloat,
               "weight dtype only support int32 and float32, but it is ", dtype_name(weight.scalar_type()));
@@ -175,6 +176,9 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
                                         const std::optional<at::Tensor>& quant_offset,
                                         const std::optional<at::Tensor>& bias, int64_t antiquant_group_size,
                                         int64_t inner_precise, std::optional<int64_t> weight_dtype) {
+  check_required(x, "npu_weight_quant_batchmatmul", "x");
+  check_required(weight, "npu_weight_quant_batchmatmul", "weight");
+  check_required(antiquant_scale, "npu_weight_quant_batchmatmul", "antiquant_scale");
   TORCH_CHECK_NOT_IMPLEMENTED(!weight_dtype.has_value(), "npu_weight_quant_batchmatmul: weight_dtype (hifloat8/"
                               "fp8 weights) is an Ascend 950 feature and is not supported on qdev");
   TORCH_CHECK(x.dim() >= 2, "x shape do not support dim num less than 2, but it is ", x.dim());
@@ -219,6 +223,46 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
               "antiquant_group_size can be either 0 or a multiple of 32 within the range 32 to weight_k_dim - 1.");
 
   const auto xdt = x.scalar_type();
+  const auto sdt = antiquant_scale.scalar_type();
+  TORCH_CHECK(sdt == at::kHalf || sdt == at::kBFloat16 || sdt == at::kFloat || sdt == at::kLong,
+              "npu_weight_quant_batchmatmul: antiquant_scale must be float16, bfloat16, float32 or int64 (from "
+              "npu_trans_quant_param), but it is ", dtype_name(sdt));
+  TORCH_CHECK(antiquant_scale.dim() <= 2, "npu_weight_quant_batchmatmul: antiquant_scale must be 1-D or 2-D, but it "
+              "is ", antiquant_scale.sizes());
+  TORCH_CHECK(sdt != at::kLong || G == 0, "npu_weight_quant_batchmatmul: an int64 antiquant_scale is per channel "
+              "only (antiquant_group_size 0)");
+  if (defined(antiquant_offset)) {
+    const auto odt = antiquant_offset->scalar_type();
+    TORCH_CHECK(at::isFloatingType(odt) || odt == at::kInt, "npu_weight_quant_batchmatmul: antiquant_offset must "
+                "be a float tensor (or int32 with an int64 antiquant_scale), but it is ", dtype_name(odt));
+    TORCH_CHECK(antiquant_offset->numel() == 1 || antiquant_offset->sizes() == antiquant_scale.sizes(),
+                "npu_weight_quant_batchmatmul: antiquant_offset must have antiquant_scale's shape ",
+                antiquant_scale.sizes(), ", but it is ", antiquant_offset->sizes());
+  }
+  if (defined(bias)) {
+    TORCH_CHECK(at::isFloatingType(bias->scalar_type()), "npu_weight_quant_batchmatmul: bias must be a float "
+                "tensor, but it is ", dtype_name(bias->scalar_type()));
+    TORCH_CHECK((bias->dim() == 1 && bias->size(0) == n) || (bias->dim() == 2 && bias->size(0) == 1 &&
+                                                             bias->size(1) == n),
+                "npu_weight_quant_batchmatmul: bias must be of shape (n,) or (1, n) with n = ", n, ", but it is ",
+                bias->sizes());
+  }
+  if (defined(quant_scale)) {
+    const auto qdt = quant_scale->scalar_type();
+    TORCH_CHECK(qdt == at::kFloat || qdt == at::kLong, "npu_weight_quant_batchmatmul: quant_scale must be "
+                "float32 or int64, but it is ", dtype_name(qdt));
+    TORCH_CHECK(quant_scale->dim() <= 2 && (quant_scale->numel() == 1 || quant_scale->numel() == n) &&
+                    (quant_scale->dim() == 0 || quant_scale->size(-1) == quant_scale->numel()),
+                "npu_weight_quant_batchmatmul: quant_scale must be of shape (1,), (n,) or (1, n) with n = ", n,
+                ", but it is ", quant_scale->sizes());
+    if (defined(quant_offset)) {
+      TORCH_CHECK(quant_offset->scalar_type() == at::kFloat && quant_offset->numel() == quant_scale->numel() &&
+                      quant_offset->dim() <= 2,
+                  "npu_weight_quant_batchmatmul: quant_offset must be float32 of quant_scale's shape ",
+                  quant_scale->sizes(), ", but it is ", dtype_name(quant_offset->scalar_type()), " ",
+                  quant_offset->sizes());
+    }
+  }
   at::Tensor scale = logical_host_view(antiquant_scale);
   const bool int64_scale = scale.scalar_type() == at::kLong;
   at::Tensor off = defined(antiquant_offset) ? logical_host_view(*antiquant_offset) : at::Tensor();

@@ -110,11 +110,25 @@ const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out) {
            "the CPU kernels)";
   }
   if (h.family != kW4FamilyNz4Vnni) return "unknown packed-weight kernel family";
-  if (h.k <= 0 || h.n <= 0 || h.group <= 0 || (h.group != h.k && h.k % h.group != 0)) {
+  // Sizes bounded as the packer bounds them (2^31 - 1), so the layout below cannot overflow.
+  constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
+  if (h.k <= 0 || h.n <= 0 || h.group <= 0 || h.k > kMaxDim || h.n > kMaxDim || h.k % 2 != 0 ||
+      (h.group != h.k && (h.k % h.group != 0 || h.group % 32 != 0))) {
     return "corrupt header (sizes)";
   }
   *out = w4_layout(h.k, h.n, h.group, (h.flags & kFlagBias) != 0, (h.flags & kFlagScalesBf16) != 0);
-  if (out->total_bytes != h.total_bytes || out->off_scales != h.off_scales) return "corrupt header (layout)";
+  // Every field must be the one the packer writes for these sizes and flags: a flipped bit
+  // anywhere in the header is refused rather than read as another layout.
+  const uint32_t want_flags = (out->has_bias ? kFlagBias : 0u) | (colsum16(*out) ? kFlagColsum16 : 0u) |
+                              (out->scales_bf16 ? kFlagScalesBf16 : 0u);
+  if (h.flags != want_flags) return "corrupt header (flags)";
+  if (out->total_bytes != h.total_bytes || out->off_weights != h.off_weights || out->off_scales != h.off_scales ||
+      out->off_colsum != h.off_colsum || out->off_bias != h.off_bias) {
+    return "corrupt header (layout)";
+  }
+  for (size_t i = sizeof(h); i < static_cast<size_t>(kW4HeaderBytes); ++i) {
+    if (data[i] != 0) return "corrupt header (reserved bytes)";
+  }
   if (nbytes < h.total_bytes) return "the buffer is truncated";
   return nullptr;
 }

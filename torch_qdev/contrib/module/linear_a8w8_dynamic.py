@@ -61,7 +61,7 @@ class LinearA8W8Dynamic(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.in_features:
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RuntimeError(f"LinearA8W8Dynamic: expected input with last dimension {self.in_features}, "
                                f"but got input of shape {tuple(x.shape)}")
         dtype = x.dtype

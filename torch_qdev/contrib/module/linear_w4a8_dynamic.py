@@ -63,6 +63,9 @@ class LinearW4A8Dynamic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            # An integer or bool input would be computed in float and truncated back to its dtype.
+            raise TypeError(f"LinearW4A8Dynamic: expected a float32, bfloat16 or float16 input, but got {dtype}")
         if dtype not in (torch.float32, torch.bfloat16):
             x = x.float()
         y = ops.dyn_quant_matmul_4bit(x, self.packed_weight, self.group_size, self.in_features, self.out_features)

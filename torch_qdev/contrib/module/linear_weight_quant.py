@@ -57,7 +57,7 @@ class LinearWeightQuant(nn.Module):
         if dtype not in (torch.float16, torch.bfloat16):
             raise ValueError(f"dtype should be torch.float16 or torch.bfloat16, but it is {dtype}")
         n, k = linear.out_features, linear.in_features
-        if group_size and (group_size % 32 or k % group_size):
+        if group_size and (group_size < 0 or group_size % 32 or k % group_size):
             raise ValueError(f"group_size should be 0 or a multiple of 32 dividing in_features={k}, "
                              f"but it is {group_size}")
         if bits == 4 and k % 8:
