@@ -75,9 +75,10 @@ def _register() -> None:
             torch.utils.generate_methods_for_privateuse1_backend(
                 for_tensor=True, for_module=True, for_packed_sequence=True, for_storage=True
             )
-        from . import _compile
+        from . import _compile, _dlpack
 
         _compile.install()
+        _dlpack.install()
         _registered = True
 
 

@@ -13,6 +13,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include "../../csrc/aten/native/QdevFormat.h"
+#include "../../csrc/aten/native/QdevNative.h"
 #include "../../csrc/aten/native/QuantOps.h"
 #include "../../csrc/kernels/common/qd_membw.h"
 #include "QdevException.h"
@@ -101,5 +102,11 @@ PYBIND11_MODULE(_C, m) {
     size_t used = 0;
     QDEV_CHECK(qdDeviceMemoryUsed(index, &used));
     return used;
+  });
+  // A CPU tensor over a qdev tensor's bytes that keeps them alive (zero-copy DLPack export to
+  // host consumers, torch_qdev/_dlpack.py).
+  m.def("_owning_cpu_alias", [](const at::Tensor& t) {
+    TORCH_CHECK(t.device().type() == c10::DeviceType::PrivateUse1, "expected a qdev tensor, got ", t.device());
+    return at::native::qdev::owning_cpu_alias(t);
   });
 }

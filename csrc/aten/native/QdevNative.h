@@ -7,6 +7,8 @@
 
 #include <optional>
 
+#include "QdevMacros.h"
+
 namespace at::native::qdev {
 
 // --- aliasing helpers (TensorAlias.cpp) -------------------------------------
@@ -15,6 +17,9 @@ namespace at::native::qdev {
 // map back exactly) and carries the conj/neg bits. A resizable alias lets an
 // out= kernel grow it; the caller then moves the result back (see Fallback).
 at::Tensor cpu_alias(const at::Tensor& t, bool resizable = false);
+// Like cpu_alias (not resizable), but the alias owns a reference to t's storage, so it may
+// outlive t (zero-copy export to host consumers, e.g. DLPack).
+QDEV_EXPORT at::Tensor owning_cpu_alias(const at::Tensor& t);
 // A qdev tensor over `owner`'s storage with the geometry of `view`, a CPU
 // tensor that aliases cpu_alias(owner).
 at::Tensor qdev_view_of(const at::Tensor& owner, const at::Tensor& view);
