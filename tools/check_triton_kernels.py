@@ -74,8 +74,8 @@ def _specs(all_configs: bool):
     out.append(("W4A8 activation rows (qai8dx)", "w4a8", "_qai8dx_rows_kernel",
                 dict(x_ptr="*bf16", q_ptr="*i8", recip_ptr="*fp32", zp_ptr="*i32"), {}, dict(BLOCK_K=2048),
                 dict(num_warps=8), "exact"))
-    w4_ptrs = dict(q_ptr="*i8", zp_ptr="*i32", recip_ptr="*fp32", w_ptr="*u8", scale_ptr="*fp32",
-                   colsum_ptr="*i32", bias_ptr="*fp32", out_ptr="*bf16")
+    w4_ptrs = dict(q_ptr="*i8", zp_ptr="*i32", recip_ptr="*fp32", w_ptr="*u8", scale_ptr="*bf16",
+                   colsum_ptr="*i16", bias_ptr="*fp32", out_ptr="*bf16")
     w4cfgs = w4a8.W4_CONFIGS if all_configs else [c for c in w4a8.W4_CONFIGS if c.kwargs['BLOCK_N'] == 128]
     for c in w4cfgs:
         for paired, bk in ((False, 128), (True, 64)):
