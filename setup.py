@@ -74,8 +74,6 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_INSTALL_PREFIX={pkg_dir}",
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DQDEV_BUILD_TESTS={'OFF' if os.environ.get('QDEV_BUILD_TESTS') == '0' else 'ON'}",
-            # empty for a CPU-only torch: CMake then skips the CUDA kernels and glue
-            f"-DQDEV_TORCH_CUDA={torch.version.cuda or ''}",
         ]
         if not (build_dir / "CMakeCache.txt").exists() and shutil.which("ninja"):
             configure += ["-G", "Ninja"]

@@ -1,4 +1,5 @@
-"""The qdev:: quantized ops on CUDA tensors (csrc/kernels/cuda, csrc/aten/cuda).
+"""The qdev:: quantized ops on CUDA tensors (the Triton kernels of torch_qdev/triton, registered by
+``import torch_qdev`` with a CUDA torch and the triton package).
 
 Every result is compared with the CPU kernels (same op on CPU copies) and with
 the goldens written from the formulas (quant_reference.py, and test_w4a8's
@@ -29,7 +30,7 @@ def _cuda_kernels_built() -> bool:
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (torch.cuda.is_available() is False)"),
     pytest.mark.skipif(torch.cuda.is_available() and not _cuda_kernels_built(),
-                       reason="torch_qdev was built without its CUDA kernels (CPU-only torch or no nvcc at build time)"),
+                       reason="the qdev:: ops have no CUDA kernels (the triton package is missing, or QDEV_TRITON_CUDA=0)"),
 ]
 
 ops = torch.ops.qdev
@@ -129,22 +130,6 @@ def test_quant_matmul_matches_cpu_and_golden(case, m, k, n):
     assert_same(out, cpu)
     golden = ref.quant_matmul(x1, x2, scale, **{k_: v for k_, v in kw.items()})
     assert_same(out, golden)
-
-
-@pytest.mark.parametrize("case", ["int8_float_scale_offset", "fp16_pertoken_fp16_bias", "bf16_bf16_bias", "int32"])
-@pytest.mark.parametrize("m,k,n", [(17, 96, 72), (130, 200, 260), (256, 512, 384), (300, 1000, 520)])
-def test_quant_matmul_wgmma_opt_in_matches_cpu(case, m, k, n, monkeypatch):
-    """The Hopper wgmma kernel (QDEV_CUDA_WGMMA=1; without an sm_90a build the mma.sync one runs)."""
-    if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("the wgmma kernel needs compute capability 9.x (H100/H200)")
-    monkeypatch.setenv("QDEV_CUDA_WGMMA", "1")
-    gen = torch.Generator().manual_seed(m + k + n)
-    x1 = rand_i8(m, k, gen=gen)
-    w = rand_i8(n, k, gen=gen)
-    scale, kw = make_args(case, m, n, gen)
-    cpu = ops.npu_quant_matmul(x1, w.t(), scale, **kw)
-    out = ops.npu_quant_matmul(x1.to(CUDA), w.to(CUDA).t(), scale.to(CUDA), **to_cuda(kw))
-    assert_same(out, cpu)
 
 
 @pytest.mark.parametrize("m", [1, 40])
@@ -354,3 +339,23 @@ def test_current_stream_and_device_guard():
     if torch.cuda.device_count() > 1:
         out1 = ops.dyn_quant_matmul_4bit(x.to("cuda:1"), packed.to("cuda:1"), 32, K, N)
         assert out1.device == torch.device("cuda:1") and torch.equal(out1.cpu(), expected)
+
+
+# --- npu_weight_quant_batchmatmul ------------------------------------------------------------------
+
+@pytest.mark.parametrize("int4", [False, True])
+@pytest.mark.parametrize("m", [1, 16, 200])
+def test_weight_quant_matches_cpu(int4, m):
+    gen = torch.Generator().manual_seed(m)
+    k, n, G = 512, 384, 128
+    x = torch.randn(m, k, generator=gen).bfloat16()
+    if int4:
+        w = torch.randint(-2 ** 31, 2 ** 31 - 1, (n, k // 8), dtype=torch.int32, generator=gen).t()
+    else:
+        w = rand_i8(n, k, gen=gen).t()
+    scale = (torch.rand(k // G, n, generator=gen) * 0.05).bfloat16()
+    offset = torch.randn(k // G, n, generator=gen).bfloat16()
+    cpu = ops.npu_weight_quant_batchmatmul(x, w, scale, offset, antiquant_group_size=G)
+    out = ops.npu_weight_quant_batchmatmul(x.to(CUDA), w.to(CUDA), scale.to(CUDA), offset.to(CUDA),
+                                           antiquant_group_size=G)
+    torch.testing.assert_close(out.cpu().float(), cpu.float(), rtol=2 ** -7, atol=2 ** -7 * cpu.float().abs().max().item())

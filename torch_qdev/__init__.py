@@ -97,3 +97,26 @@ def _autoload() -> None:
 
 
 _register()
+
+
+def _register_triton_cuda() -> None:
+    """With a CUDA build of torch and the triton package, the qdev:: ops' CUDA kernels are the
+    Triton ones (torch_qdev.triton). QDEV_TRITON_CUDA=0 leaves CUDA tensors without them."""
+    if torch.version.cuda is None or os.environ.get("QDEV_TRITON_CUDA", "1") == "0":
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return
+    try:
+        from .triton import register_cuda_kernels
+
+        register_cuda_kernels("CUDA")
+    except Exception as exc:  # a broken triton install must not break `import torch`
+        import warnings
+
+        warnings.warn(f"torch_qdev: the Triton CUDA kernels could not be registered: {exc}", RuntimeWarning,
+                      stacklevel=2)
+
+
+_register_triton_cuda()

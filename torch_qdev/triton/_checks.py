@@ -15,8 +15,10 @@ _CUSTOM = {285: "torch_npu.int4", 290: "torch_npu.hifloat8", 291: "torch_npu.flo
            297: "torch_npu.float4_e1m2fn_x2"}
 # c10::ScalarType numbering of the dtypes these ops name
 _SCALAR_TYPES = [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.float16, torch.float32,
-                 torch.float64, None, torch.complex64, torch.complex128, torch.bool, None, None, None,
-                 torch.bfloat16, None, None, None, None, None, None, None, torch.float8_e5m2, torch.float8_e4m3fn]
+                 torch.float64, None, torch.complex64, torch.complex128, torch.bool, torch.qint8, torch.quint8,
+                 torch.qint32,
+                 torch.bfloat16, torch.quint4x2, None, None, None, None, None, None, torch.float8_e5m2,
+                 torch.float8_e4m3fn]
 
 
 def dtype_to_int(dt: Optional[torch.dtype]) -> Optional[int]:

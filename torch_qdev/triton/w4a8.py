@@ -13,8 +13,8 @@ is in the reference's order, so results equal the CPU op bit for bit.
 
 Packed buffer (self-describing, the QDW4 header of the CPU buffers, kernel family 2 =
 CUDA/Triton; the CPU rejects it by family and vice versa):
-    header (128 B) | nibbles (K64/2, N) uint8 | scales (groups, N) fp32 | colsum (groups, N) int32
-    | bias (N) fp32 (flag bit 0)
+    header (128 B) | nibbles (K64/2, N) uint8 | scales (groups, N) bf16 when given bf16, else fp32
+    | colsum (groups, N) int16 (int32 when a group spans more than 4096 k) | bias (N) fp32 (flag bit 0)
 K64 = K rounded up to 64. In each 64-k block the byte row i (0..31) of column n holds
 w[64b + i] + 8 in its low nibble and w[64b + 32 + i] + 8 in its high nibble: one AND or one
 shift yields a 32-deep int8 operand, no interleaving at run time. Sections are 256-byte aligned.
@@ -54,8 +54,11 @@ class Layout:
         self.has_bias, self.scales_bf16 = has_bias, scales_bf16
         self.off_weights = 256
         self.off_scales = _align(self.off_weights + self.k64 // 2 * n)
-        self.off_colsum = _align(self.off_scales + 4 * self.groups * n)
-        self.off_bias = _align(self.off_colsum + 4 * self.groups * n)
+        self.scale_bytes = 2 if scales_bf16 else 4
+        # |sum of a group's int4 weights| <= 8 * span: int16 holds it up to 4096 k
+        self.colsum_bytes = 2 if (self.k64 if self.channelwise else group) <= 4096 else 4
+        self.off_colsum = _align(self.off_scales + self.scale_bytes * self.groups * n)
+        self.off_bias = _align(self.off_colsum + self.colsum_bytes * self.groups * n)
         self.total_bytes = _align(self.off_bias + (4 * n if has_bias else 0))
 
     def header(self) -> bytes:
@@ -83,11 +86,12 @@ def dyn_quant_pack_4bit_weight(weights: torch.Tensor, scales_zeros: torch.Tensor
     out = torch.zeros(L.total_bytes, dtype=torch.uint8, device=dev)
     out[:HEADER_BYTES] = torch.frombuffer(bytearray(L.header()), dtype=torch.uint8).to(dev)
     out[L.off_weights:L.off_weights + L.k64 // 2 * n] = nib.t().to(torch.uint8).reshape(-1)
-    sc = scales_zeros.reshape(n, L.groups).to(torch.float32).t().contiguous()
-    out[L.off_scales:L.off_scales + 4 * L.groups * n] = sc.reshape(-1).view(torch.uint8)
+    sc = scales_zeros.reshape(n, L.groups).to(torch.bfloat16 if L.scales_bf16 else torch.float32).t().contiguous()
+    out[L.off_scales:L.off_scales + L.scale_bytes * L.groups * n] = sc.reshape(-1).view(torch.uint8)
     gsize = k if L.channelwise else L.group
-    colsum = w.reshape(n, L.groups, gsize).sum(-1).to(torch.int32).t().contiguous()
-    out[L.off_colsum:L.off_colsum + 4 * L.groups * n] = colsum.reshape(-1).view(torch.uint8)
+    colsum = w.reshape(n, L.groups, gsize).sum(-1).t().contiguous()
+    colsum = colsum.to(torch.int16 if L.colsum_bytes == 2 else torch.int32)
+    out[L.off_colsum:L.off_colsum + L.colsum_bytes * L.groups * n] = colsum.reshape(-1).view(torch.uint8)
     if bias is not None:
         out[L.off_bias:L.off_bias + 4 * n] = bias.reshape(-1).to(torch.float32).contiguous().view(torch.uint8)
     return out
@@ -217,12 +221,12 @@ def _w4a8_kernel(q_ptr, zp_ptr, recip_ptr, w_ptr, scale_ptr, colsum_ptr, bias_pt
             i_lo = tl.dot(a_lo, w_lo, out_dtype=tl.int32)
             i_hi = tl.dot(a_hi, w_hi, out_dtype=tl.int32)
             g = 2 * s
-            cs = tl.load(colsum_ptr + g * N + rn, mask=n_ok, other=0)
-            sc = tl.load(scale_ptr + g * N + rn, mask=n_ok, other=0.0)
+            cs = tl.load(colsum_ptr + g * N + rn, mask=n_ok, other=0).to(tl.int32)
+            sc = tl.load(scale_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
             acc = acc + (i_lo - zp[:, None] * cs[None, :]).to(tl.float32) * sc[None, :]
             if g + 1 < GROUPS:
-                cs = tl.load(colsum_ptr + (g + 1) * N + rn, mask=n_ok, other=0)
-                sc = tl.load(scale_ptr + (g + 1) * N + rn, mask=n_ok, other=0.0)
+                cs = tl.load(colsum_ptr + (g + 1) * N + rn, mask=n_ok, other=0).to(tl.int32)
+                sc = tl.load(scale_ptr + (g + 1) * N + rn, mask=n_ok, other=0.0).to(tl.float32)
                 acc = acc + (i_hi - zp[:, None] * cs[None, :]).to(tl.float32) * sc[None, :]
     else:
         for g in range(0, GROUPS):
@@ -232,8 +236,8 @@ def _w4a8_kernel(q_ptr, zp_ptr, recip_ptr, w_ptr, scale_ptr, colsum_ptr, bias_pt
                                                       (g * GROUP_STEPS + s) * BLOCK_K, BLOCK_K)
                 iacc = tl.dot(a_lo, w_lo, iacc, out_dtype=tl.int32)
                 iacc = tl.dot(a_hi, w_hi, iacc, out_dtype=tl.int32)
-            cs = tl.load(colsum_ptr + g * N + rn, mask=n_ok, other=0)
-            sc = tl.load(scale_ptr + g * N + rn, mask=n_ok, other=0.0)
+            cs = tl.load(colsum_ptr + g * N + rn, mask=n_ok, other=0).to(tl.int32)
+            sc = tl.load(scale_ptr + g * N + rn, mask=n_ok, other=0.0).to(tl.float32)
             acc = acc + (iacc - zp[:, None] * cs[None, :]).to(tl.float32) * sc[None, :]
     recip = tl.load(recip_ptr + rm, mask=rm < M, other=0.0)
     y = acc * recip[:, None]
@@ -248,10 +252,11 @@ def _w4a8_kernel(q_ptr, zp_ptr, recip_ptr, w_ptr, scale_ptr, colsum_ptr, bias_pt
 
 
 # Decode (M <= 16): 16-row tiles, narrow column tiles so that N / BLOCK_N programs fill the SMs
-# while the nibbles stream once; prefill: 64..128-row tiles.
+# while the nibbles stream once; prefill: 64..128-row tiles (128x128 spills: an int32 and an fp32
+# accumulator per tile).
 W4_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
               for bm, bn, w, s in [(16, 32, 4, 4), (16, 64, 4, 4), (16, 128, 4, 3), (64, 64, 4, 3),
-                                   (64, 128, 4, 3), (128, 128, 8, 3), (128, 64, 4, 3)]]
+                                   (64, 128, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3)]]
 _w4_tuned = None
 
 
@@ -296,8 +301,10 @@ def dyn_quant_matmul_4bit(inp: torch.Tensor, packed_weights: torch.Tensor, block
     zp = torch.empty(m, dtype=torch.int32, device=inp.device)
     pk = packed_weights.reshape(-1).view(torch.uint8)
     w = pk[L.off_weights:]
-    scales = pk[L.off_scales:L.off_scales + 4 * L.groups * L.n].view(torch.float32)
-    colsum = pk[L.off_colsum:L.off_colsum + 4 * L.groups * L.n].view(torch.int32)
+    scales = pk[L.off_scales:L.off_scales + L.scale_bytes * L.groups * L.n].view(
+        torch.bfloat16 if L.scales_bf16 else torch.float32)
+    colsum = pk[L.off_colsum:L.off_colsum + L.colsum_bytes * L.groups * L.n].view(
+        torch.int16 if L.colsum_bytes == 2 else torch.int32)
     bias = pk[L.off_bias:L.off_bias + 4 * L.n].view(torch.float32) if L.has_bias else scales
     bk, paired, steps = _block_k(L)
     with device_guard(inp):

@@ -148,8 +148,8 @@ def _is_transpose_last_two(t: torch.Tensor) -> bool:
 
 WQ_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8), num_warps=w, num_stages=s)
               for bm, bn, bk, w, s in [(16, 64, 128, 4, 4), (16, 128, 128, 4, 3), (16, 32, 256, 4, 3),
-                                       (64, 128, 64, 4, 3), (128, 128, 64, 8, 3), (128, 64, 64, 4, 3),
-                                       (128, 256, 64, 8, 3)]]
+                                       (64, 128, 64, 4, 3), (64, 64, 128, 4, 3), (128, 64, 64, 4, 3),
+                                       (64, 128, 64, 8, 4)]]
 _wq_tuned = None
 
 

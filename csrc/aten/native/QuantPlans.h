@@ -1,8 +1,9 @@
 // Argument checks of the quantized ops, shared by the CPU/qdev kernels
-// (csrc/aten/native) and the CUDA kernels (csrc/aten/cuda): each op's plan
-// function raises torch_npu's error messages and returns what the kernels need
-// (shapes, batch, output dtype, modes). One copy, so every device rejects the
-// same inputs with the same words.
+// (csrc/aten/native): each op's plan function raises torch_npu's error messages
+// and returns what the kernels need (shapes, batch, output dtype, modes). The
+// CUDA (Triton) path mirrors them in torch_qdev/triton/_checks.py, and its tests
+// compare the messages with these, so every device rejects the same inputs with
+// the same words.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -38,6 +38,8 @@ static inline int64_t w4_group_index(int64_t groups, int64_t g, int64_t j) {
 constexpr uint32_t kW4Magic = 0x34574451;  // "QDW4"
 constexpr uint32_t kW4Version = 3;  // 3: W4-VNNI2 nibbles, panel-major scales and sums
 constexpr uint32_t kW4FamilyNz4Vnni = 1;
+// Buffers packed on CUDA tensors (torch_qdev/triton/w4a8.py: the same header, a Triton layout).
+constexpr uint32_t kW4FamilyCuda = 2;
 
 struct W4Header {
   uint32_t magic;

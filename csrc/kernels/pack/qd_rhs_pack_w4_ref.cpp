@@ -3,7 +3,6 @@
 #include <cstring>
 
 #include "../common/qd_common.h"
-#include "../cuda/qd_cuda_w4_layout.h"
 #include "../matmul/qd_qgemm_s4.h"
 #include "../matmul/qd_w4a8.h"
 
@@ -105,7 +104,7 @@ const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out) {
   std::memcpy(&h, data, sizeof(h));
   if (h.magic != kW4Magic) return "bad magic: not a 4-bit weight packed by torch_qdev";
   if (h.version != kW4Version) return "unsupported packed-weight format version";
-  if (h.family == kW4FamilyCudaMma) {
+  if (h.family == kW4FamilyCuda) {
     return "packed for the CUDA kernel family (it runs on CUDA tensors only; pack the weights on the CPU for "
            "the CPU kernels)";
   }
