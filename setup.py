@@ -76,6 +76,7 @@ class CMakeBuild(build_ext):
             f"-DQDEV_BUILD_TESTS={'OFF' if os.environ.get('QDEV_BUILD_TESTS') == '0' else 'ON'}",
             # empty for a CPU-only torch: CMake then skips the CUDA kernels and glue
             f"-DQDEV_TORCH_CUDA={torch.version.cuda or ''}",
+            f"-DQDEV_TORCH_DISTRIBUTED={'ON' if torch.distributed.is_available() else 'OFF'}",
         ]
         if not (build_dir / "CMakeCache.txt").exists() and shutil.which("ninja"):
             configure += ["-G", "Ninja"]
