@@ -51,8 +51,10 @@ def _linear_rows(linear: nn.Linear, start: int, length: int) -> nn.Linear:
 
 def _all_gather_last(y: torch.Tensor, group, world: int) -> torch.Tensor:
     """Concatenates every rank's ``y`` along the last dimension."""
-    parts = torch.empty((world, *y.shape), dtype=y.dtype, device=y.device)
-    dist.all_gather_into_tensor(parts, y.contiguous(), group=group)
+    y = y.contiguous()
+    parts = torch.empty((world * y.shape[0], *y.shape[1:]), dtype=y.dtype, device=y.device)
+    dist.all_gather_into_tensor(parts, y, group=group)  # gloo takes the concatenated form only
+    parts = parts.view(world, *y.shape)
     return torch.movedim(parts, 0, -2).reshape(*y.shape[:-1], world * y.shape[-1])
 
 
