@@ -74,6 +74,7 @@ class CMakeBuild(build_ext):
             f"-DCMAKE_INSTALL_PREFIX={pkg_dir}",
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DQDEV_BUILD_TESTS={'OFF' if os.environ.get('QDEV_BUILD_TESTS') == '0' else 'ON'}",
+            f"-DQDEV_TORCH_DISTRIBUTED={'ON' if torch.distributed.is_available() else 'OFF'}",
         ]
         if not (build_dir / "CMakeCache.txt").exists() and shutil.which("ninja"):
             configure += ["-G", "Ninja"]

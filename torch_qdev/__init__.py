@@ -55,6 +55,17 @@ __all__ = ["__version__", "Format", "dyn_quant_matmul_4bit", "dyn_quant_pack_4bi
            "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_", "npu_quant_matmul",
            "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_weight_quant_batchmatmul"]
 
+
+
+def __getattr__(name: str):
+    # Loaded on first use: defining the op imports nothing heavy, but plain `import torch` needn't.
+    if name == "npu_mm_all_reduce_base":
+        from .distributed.mm_all_reduce import npu_mm_all_reduce_base
+
+        return npu_mm_all_reduce_base
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _register_lock = threading.Lock()
 _registered = False
 
@@ -79,6 +90,9 @@ def _register() -> None:
 
         _compile.install()
         _dlpack.install()
+        from . import distributed as _distributed
+
+        _distributed._register()  # the qccl c10d backend (cheap: the extension loads on first use)
         _registered = True
 
 

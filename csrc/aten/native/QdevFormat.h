@@ -16,7 +16,7 @@ constexpr int64_t kUndefined = -1, kNCHW = 0, kNHWC = 1, kND = 2, kNC1HWC0 = 3, 
                   kNC1HWC0_C04 = 12, kHWCN = 16, kNDHWC = 27, kFractalNZ = 29, kNCDHW = 30,
                   kNDC1HWC0 = 32, kFractalZ3D = 33, kNC = 35, kNCL = 47, kNZ_C0_16 = 50,
                   kNZ_C0_32 = 51, kNZ_C0_2 = 52, kNZ_C0_4 = 53, kNZ_C0_8 = 54;
-const char* name(int64_t fmt);
+QDEV_EXPORT const char* name(int64_t fmt);
 bool is_base(int64_t fmt);
 bool is_nz(int64_t fmt);
 }  // namespace format
@@ -25,7 +25,7 @@ bool is_nz(int64_t fmt);
 QDEV_EXPORT void set_allow_internal_format(bool allow);
 QDEV_EXPORT bool allow_internal_format();
 
-bool is_internal_format(const at::Tensor& t);
+QDEV_EXPORT bool is_internal_format(const at::Tensor& t);
 
 // A CPU tensor holding t's logical values. For base formats it aliases t's
 // memory; for internal formats it is a view of a freshly unpacked ND copy of
@@ -45,7 +45,7 @@ void nz_weight_view(const at::Tensor& x2, int64_t k, int64_t n, const int8_t*& d
                     const int32_t*& colsum, bool& has_min);
 
 // Ops.
-int64_t get_npu_format(const at::Tensor& self);
+QDEV_EXPORT int64_t get_npu_format(const at::Tensor& self);
 int64_t get_storage_size(const at::Tensor& self);
 at::Tensor npu_format_cast(const at::Tensor& self, int64_t acl_format,
                            std::optional<int64_t> customize_dtype, std::optional<int64_t> input_dtype);
