@@ -17,6 +17,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/stack.h>
 #include <c10/core/DeviceGuard.h>
 
 #include <memory>
@@ -182,11 +183,23 @@ Weights read_weights(const std::vector<at::Tensor>& weight) {
   return W;
 }
 
-// Per-expert parameter tensors (scale, bias, antiquant_*): one stacked (E, ...) tensor or a list of E.
-// Returns E host tensors of `per_expert_numel` elements each, or an empty vector.
-std::vector<at::Tensor> per_expert(const std::vector<at::Tensor>& list, int64_t e, const char* name,
-                                   int64_t per_expert_numel, const at::Tensor& like) {
-  std::vector<at::Tensor> out;
+// Per-expert parameters (scale, bias, antiquant_*): one stacked (E, ...) tensor or a list of E,
+// held as one (E, per_expert_numel) host tensor so that they convert in one op, not one per expert.
+struct PerExpert {
+  at::Tensor all;  // undefined when the parameter is absent
+  bool empty() const { return !all.defined(); }
+  at::ScalarType dtype() const { return all.scalar_type(); }
+  at::Tensor operator[](size_t e) const { return all.select(0, static_cast<int64_t>(e)); }
+  // all as contiguous float32 (values of `via` first, e.g. the activation dtype)
+  std::vector<float> floats_all(std::optional<at::ScalarType> via = std::nullopt) const {
+    at::Tensor t = via ? all.to(*via) : all;
+    return floats(t);
+  }
+};
+
+PerExpert per_expert(const std::vector<at::Tensor>& list, int64_t e, const char* name, int64_t per_expert_numel,
+                     const at::Tensor& like) {
+  PerExpert out;
   if (list.empty()) return out;
   for (const auto& t : list) check_device(t, like);
   if (list.size() == 1 && e > 1) {
@@ -194,15 +207,18 @@ std::vector<at::Tensor> per_expert(const std::vector<at::Tensor>& list, int64_t 
     TORCH_CHECK(h.dim() >= 1 && h.size(0) == e && h.numel() == e * per_expert_numel, "npu_grouped_matmul: ", name,
                 " must hold ", per_expert_numel, " values for each of the ", e, " experts, but its shape is ",
                 list[0].sizes());
-    for (int64_t i = 0; i < e; ++i) out.push_back(h.select(0, i).reshape({-1}));
+    out.all = h.reshape({e, per_expert_numel});
   } else {
     TORCH_CHECK(static_cast<int64_t>(list.size()) == e, "npu_grouped_matmul: the length of ", name, " (",
                 list.size(), ") must equal the number of weights (", e, ")");
+    std::vector<at::Tensor> rows;
     for (const auto& t : list) {
       TORCH_CHECK(t.numel() == per_expert_numel, "npu_grouped_matmul: each ", name, " must hold ", per_expert_numel,
                   " values, but one has shape ", t.sizes());
-      out.push_back(logical_host_view(t).reshape({-1}));
+      TORCH_CHECK(t.scalar_type() == list[0].scalar_type(), "npu_grouped_matmul: every ", name, " must have one dtype");
+      rows.push_back(logical_host_view(t).reshape({per_expert_numel}));
     }
+    out.all = at::stack(rows, 0);
   }
   return out;
 }
@@ -210,7 +226,7 @@ std::vector<at::Tensor> per_expert(const std::vector<at::Tensor>& list, int64_t 
 // ---------------------------------------------------------------------------------------
 // W8A8: int8 x, int8 weights.
 void run_w8a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
-              const std::vector<at::Tensor>& scales, const std::vector<at::Tensor>& biases,
+              const PerExpert& scales, const PerExpert& biases,
               const at::Tensor& pertoken, at::ScalarType out_t) {
   const auto isa = k::active_isa();
   const int64_t kk = W.k, n = W.n, lda = k::round_up(kk, k::kNzRows);
@@ -222,33 +238,27 @@ void run_w8a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jo
     k::pack_a_u8(a_src + r0 * kk, r1 - r0, kk, kk, a_u8.get() + r0 * lda, lda);
   });
 
-  // Epilogue parameters per expert: scales (float or packed int64 with offset), biases.
+  // Epilogue parameters of all experts, converted once: scales (float, or packed int64 with offset), biases.
   std::vector<float> scale_f, bias_f;
   std::vector<int32_t> offset_i, bias_i;
-  const bool int64_scale = !scales.empty() && scales[0].scalar_type() == at::kLong;
   if (!scales.empty()) {
-    for (const auto& s : scales) {
-      if (int64_scale) {
-        const at::Tensor c = s.contiguous();
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t v = c.const_data_ptr<int64_t>()[i];
-          scale_f.push_back(unpack_scale(v));
-          offset_i.push_back(unpack_offset(v));
-        }
-      } else {
-        const std::vector<float> f = floats(s);
-        scale_f.insert(scale_f.end(), f.begin(), f.end());
+    if (scales.dtype() == at::kLong) {
+      const at::Tensor c = scales.all.contiguous();
+      const int64_t* v = c.const_data_ptr<int64_t>();
+      for (int64_t i = 0; i < c.numel(); ++i) {
+        scale_f.push_back(unpack_scale(v[i]));
+        offset_i.push_back(unpack_offset(v[i]));
       }
+    } else {
+      scale_f = scales.floats_all();
     }
   }
-  const bool bias_int = !biases.empty() && biases[0].scalar_type() == at::kInt;
-  for (const auto& b : biases) {
-    if (bias_int) {
-      const at::Tensor c = b.contiguous();
-      bias_i.insert(bias_i.end(), c.const_data_ptr<int32_t>(), c.const_data_ptr<int32_t>() + n);
+  if (!biases.empty()) {
+    if (biases.dtype() == at::kInt) {
+      const at::Tensor c = biases.all.contiguous();
+      bias_i.assign(c.const_data_ptr<int32_t>(), c.const_data_ptr<int32_t>() + c.numel());
     } else {
-      const std::vector<float> f = floats(b);
-      bias_f.insert(bias_f.end(), f.begin(), f.end());
+      bias_f = biases.floats_all();
     }
   }
   const std::vector<float> pt = pertoken.defined() ? floats(pertoken) : std::vector<float>{};
@@ -344,7 +354,7 @@ void run_w8a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jo
 // W4A8: int8 x (per-token scale), int32-packed int4 weights (K, N/8), float scales per
 // channel (N) or per group (G, N). y = ((sum_g (x_g @ w_g) * scale[g]) * per_token) + bias.
 void run_w4a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
-              const std::vector<at::Tensor>& scales, int64_t groups, const std::vector<at::Tensor>& biases,
+              const PerExpert& scales, int64_t groups, const PerExpert& biases,
               const at::Tensor& pertoken, at::ScalarType out_t) {
   const auto isa = k::active_isa();
   const int64_t kk = W.k, n = W.n, group = kk / groups;
@@ -459,8 +469,8 @@ void run_w4a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jo
 // Weight-only (A16W8 / A16W4): fp16/bf16 x, int8 (K, N) or int32-packed int4 (K, N/8) weights,
 // antiquant scale/offset per channel (N) or per group (G, N) in x's dtype.
 void run_weight_only(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
-                     const std::vector<at::Tensor>& ascale, const std::vector<at::Tensor>& aoffset, int64_t groups,
-                     const std::vector<at::Tensor>& biases, at::ScalarType xdt) {
+                     const PerExpert& ascale, const PerExpert& aoffset, int64_t groups,
+                     const PerExpert& biases, at::ScalarType xdt) {
   const auto isa = k::active_isa();
   const int64_t kk = W.k, n = W.n;
   std::vector<int64_t> slot(static_cast<size_t>(W.e), -1), active;
@@ -576,7 +586,7 @@ void run_weight_only(const at::Tensor& xh, const Weights& W, const std::vector<J
 
 // ---------------------------------------------------------------------------------------
 void run_float(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
-               const std::vector<at::Tensor>& biases, at::ScalarType out_t) {
+               const PerExpert& biases, at::ScalarType out_t) {
   for (const auto& j : jobs) {
     if (j.m == 0) continue;
     const at::Tensor a = xh.narrow(0, j.row0, j.m);
@@ -755,13 +765,13 @@ std::vector<at::Tensor> npu_grouped_matmul(
     mode = Mode::kFloat;
   }
 
-  std::vector<at::Tensor> scales, biases = per_expert(bias_l, W.e, "bias", n, x0);
+  PerExpert scales, biases = per_expert(bias_l, W.e, "bias", n, x0);
   int64_t groups = 1;
   if (mode == Mode::kW8A8) {
     if (out_t == at::kInt) {
       TORCH_CHECK(scale_l.empty() && !pertoken.defined(), "npu_grouped_matmul: int32 output takes no scale and no "
                   "per_token_scale");
-      TORCH_CHECK(biases.empty() || biases[0].scalar_type() == at::kInt, "npu_grouped_matmul: int32 output takes "
+      TORCH_CHECK(biases.empty() || biases.dtype() == at::kInt, "npu_grouped_matmul: int32 output takes "
                   "an int32 bias only");
     } else {
       TORCH_CHECK(out_t == at::kChar || out_t == at::kHalf || out_t == at::kBFloat16 || out_t == at::kFloat,
@@ -769,7 +779,7 @@ std::vector<at::Tensor> npu_grouped_matmul(
                   "but it is ", dtype_name(out_t));
       TORCH_CHECK(!scale_l.empty(), "npu_grouped_matmul: int8 x with ", dtype_name(out_t), " output needs scale");
       scales = per_expert(scale_l, W.e, "scale", n, x0);
-      const auto st = scales[0].scalar_type();
+      const auto st = scales.dtype();
       if (out_t == at::kChar) {
         TORCH_CHECK(st == at::kLong && !pertoken.defined(), "npu_grouped_matmul: int8 output needs an int64 scale "
                     "(npu_trans_quant_param) and no per_token_scale");
@@ -791,7 +801,7 @@ std::vector<at::Tensor> npu_grouped_matmul(
     TORCH_CHECK(kk % groups == 0 && (groups == 1 || (kk / groups) % 32 == 0), "npu_grouped_matmul: the int4 "
                 "weight's groups must split K (", kk, ") into multiples of 32, but there are ", groups);
     scales = per_expert(scale_l, W.e, "scale", per, x0);
-    TORCH_CHECK(scales[0].scalar_type() == at::kFloat || scales[0].scalar_type() == at::kBFloat16,
+    TORCH_CHECK(scales.dtype() == at::kFloat || scales.dtype() == at::kBFloat16,
                 "npu_grouped_matmul: int4 weight scale must be float32 or bfloat16");
     TORCH_CHECK(kk % 2 == 0, "npu_grouped_matmul: K must be even for int4 weights");
   } else if (mode == Mode::kWeightOnly) {
@@ -806,16 +816,16 @@ std::vector<at::Tensor> npu_grouped_matmul(
     TORCH_CHECK(kk % groups == 0, "npu_grouped_matmul: the number of groups (", groups, ") must divide K (", kk, ")");
     TORCH_CHECK(!W.int4 || kk % 2 == 0, "npu_grouped_matmul: K must be even for int4 weights");
     scales = per_expert(aq_s, W.e, "antiquant_scale", per, x0);
-    TORCH_CHECK(scales[0].scalar_type() == xdt, "npu_grouped_matmul: antiquant_scale must have x's dtype (",
-                dtype_name(xdt), "), but it is ", dtype_name(scales[0].scalar_type()));
+    TORCH_CHECK(scales.dtype() == xdt, "npu_grouped_matmul: antiquant_scale must have x's dtype (",
+                dtype_name(xdt), "), but it is ", dtype_name(scales.dtype()));
   } else {
     TORCH_CHECK(out_t == xdt, "npu_grouped_matmul: without quantization the output has x's dtype (", dtype_name(xdt),
                 "), but output_dtype is ", dtype_name(out_t));
   }
-  const std::vector<at::Tensor> offsets =
-      mode == Mode::kWeightOnly ? per_expert(aq_o, W.e, "antiquant_offset", groups * n, x0) : std::vector<at::Tensor>{};
+  const PerExpert offsets =
+      mode == Mode::kWeightOnly ? per_expert(aq_o, W.e, "antiquant_offset", groups * n, x0) : PerExpert{};
   if (!offsets.empty()) {
-    TORCH_CHECK(offsets[0].scalar_type() == xdt, "npu_grouped_matmul: antiquant_offset must have x's dtype");
+    TORCH_CHECK(offsets.dtype() == xdt, "npu_grouped_matmul: antiquant_offset must have x's dtype");
   }
 
   // Outputs: one (rows, N) tensor (split_item 2/3), or one per group (0/1).
