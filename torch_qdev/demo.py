@@ -27,6 +27,7 @@ import gc
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -392,13 +393,15 @@ def write_outputs(results: list[Result], out_dir: Path, title: str) -> tuple[Pat
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    import sys
-
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a == "--tp" or a.startswith("--tp=") for a in argv):  # tensor parallel: torch_qdev.demo_tp
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if any(a == "--tp" or a.startswith("--tp=") for a in raw):  # tensor parallel: torch_qdev.demo_tp
         from .demo_tp import main as tp_main
 
-        return tp_main(argv)
+        return tp_main(raw)
+    if "--model=moe" in raw or any(a == "--model" and b == "moe" for a, b in zip(raw, raw[1:])):
+        from .demo_moe import main as moe_main  # the MoE demo lives in its own module
+
+        return moe_main(raw)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="1b", help="Llama dimensions (default 1b: Llama-3.2-1B)")
     p.add_argument("--layers", type=int, default=None, help="decoder layers to build (default: all for 1b, 2 for 7b/8b)")

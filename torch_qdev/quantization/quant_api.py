@@ -44,7 +44,10 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
     """Quantizes ``model`` in place, torchao style, and returns it.
 
     Args:
-        model: any module; its ``nn.Linear`` layers (or those ``filter_fn`` selects) are replaced.
+        model: any module; its ``nn.Linear`` layers (or those ``filter_fn`` selects) are replaced, and
+            transformers MoE expert blocks (3-D ``gate_up_proj``/``down_proj``) become grouped quantized
+            experts on torch_npu's fused MoE path (A8W8DynamicConfig, per-channel A16W8Config; see
+            ``torch_qdev.quantization.moe``).
         config: ``A8W8DynamicConfig()``, ``W4A8DynamicConfig(group_size=32)``, ``A16W8Config()``
             or ``A16W4Config(group_size=128)``.
         filter_fn: ``filter_fn(module, fqn) -> bool`` chooses the layers; by default every float
@@ -61,6 +64,9 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
     """
     if not isinstance(config, QuantConfig):
         raise TypeError(f"config should be a torch_qdev.quantization config, but it is {type(config).__name__}")
+    from .moe import quantize_moe_experts  # MoE expert blocks -> grouped quantized experts
+
+    quantize_moe_experts(model, config, device)
     select = filter_fn or _is_float_linear
     targets = [(fqn, m) for fqn, m in model.named_modules() if isinstance(m, nn.Linear) and select(m, fqn)]
     if isinstance(model, nn.Linear) and targets and targets[0][0] == "":

@@ -1,0 +1,875 @@
+// npu_grouped_matmul: torch_npu's grouped GEMM, the one GEMM of a quantized MoE layer.
+//
+// Every call becomes a list of jobs (rows of x, one weight, one output block). The quantized
+// paths run all jobs' column panels as ONE parallel region over (job, panel) tasks, cut into
+// chunks of equal estimated cost, so that an expert without tokens costs nothing and the
+// active experts' weights stream concurrently:
+//   W8A8     int8 x, int8 weights                -> the NZ-VNNI int8 GEMM with its fused epilogue
+//                                                   (int32 / int8 requant / scale * per-token fp16/bf16)
+//   W4A8     int8 x, int32-packed int4 weights   -> the W4A8 kernel (zero point 0, recip = per-token scale)
+//   W8A16    fp16/bf16 x, int8 / int4 weights    -> the weight-only GEMV (decode) or W' panels + GEMM
+//   float    fp16/bf16/fp32 x and weights        -> at::mm per job
+// Weights: one (E, K, N) tensor (int4: (E, K, N/8) int32), or a list of (K, N) tensors.
+// A qdev int8 weight cast to FRACTAL_NZ (npu_format_cast(w, 29), also 3-D) is the GEMM's
+// packed operand as is; an ND weight is packed per call, for the active experts only.
+#include <ATen/Parallel.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
+#include <ATen/ops/stack.h>
+#include <c10/core/DeviceGuard.h>
+
+#include <memory>
+#include <numeric>
+
+#include "../../kernels/matmul/qd_qgemm.h"
+#include "../../kernels/matmul/qd_w4a8.h"
+#include "../../kernels/matmul/qd_wq_gemv.h"
+#include "../../runtime/QdevStorageImpl.h"
+#include "../../runtime/QdevStream.h"
+#include "MoeOps.h"
+#include "QdevFormat.h"
+#include "QuantCommon.h"
+
+namespace at::native::qdev {
+namespace {
+
+namespace k = ::qdev::kernels;
+
+constexpr int64_t kMaxTensorList = 128;
+constexpr int64_t kMaxGroups = 1024;
+constexpr int64_t kInnerLimit = 65536;
+
+// One GEMM of the group: rows [row0, row0 + m) of the (concatenated) x against weight `w`,
+// written to `out` (row stride ldo elements).
+struct Job {
+  int64_t row0 = 0, m = 0;
+  int64_t w = 0;   // weight index (expert)
+  void* out = nullptr;
+  int64_t ldo = 0;
+};
+
+bool is_transposed(const at::Tensor& t) {  // last two dims stored column-major
+  if (t.dim() < 2) return false;
+  const int64_t r = t.size(-2), c = t.size(-1);
+  if (r == 1 || c == 1) return false;
+  return t.stride(-2) == 1 && t.stride(-1) == r;
+}
+
+void check_device(const at::Tensor& t, const at::Tensor& like) {
+  TORCH_CHECK(t.device() == like.device(), "Expected all tensors to be on the same device, but found at least "
+              "two devices, ", like.device(), " and ", t.device(), "!");
+}
+
+std::vector<at::Tensor> list_of(const std::optional<at::TensorList>& l) {
+  std::vector<at::Tensor> out;
+  if (l.has_value()) {
+    for (const auto& t : *l) out.push_back(t);
+  }
+  return out;
+}
+
+// Splits tasks [0, n) with per-task costs into about `chunks` contiguous ranges of equal cost.
+std::vector<int64_t> balanced_cuts(const std::vector<int64_t>& cost, int64_t chunks) {
+  const int64_t total = std::accumulate(cost.begin(), cost.end(), int64_t{0});
+  std::vector<int64_t> cuts{0};
+  int64_t acc = 0, next = 1;
+  for (size_t i = 0; i < cost.size(); ++i) {
+    acc += cost[i];
+    if (next < chunks && acc * chunks >= next * total && static_cast<int64_t>(i) + 1 < static_cast<int64_t>(cost.size())) {
+      cuts.push_back(static_cast<int64_t>(i) + 1);
+      while (next < chunks && acc * chunks >= next * total) ++next;
+    }
+  }
+  cuts.push_back(static_cast<int64_t>(cost.size()));
+  return cuts;
+}
+
+// Runs fn(task) for every task inside ONE parallel region, tasks split by cost.
+template <typename Fn>
+void run_tasks(const std::vector<int64_t>& cost, Fn&& fn) {
+  if (cost.empty()) return;
+  const int64_t total = std::accumulate(cost.begin(), cost.end(), int64_t{0});
+  // ~1M MACs per chunk at least (a region costs microseconds), a few chunks per thread for balance.
+  const int64_t threads = at::get_num_threads();
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(4 * threads, total >> 20));
+  const std::vector<int64_t> cuts = balanced_cuts(cost, chunks);
+  const int64_t n_chunks = static_cast<int64_t>(cuts.size()) - 1;
+  at::parallel_for(0, n_chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) fn(cuts[static_cast<size_t>(c)], cuts[static_cast<size_t>(c) + 1]);
+  });
+}
+
+// float32 copy of a small parameter tensor (scales, biases), host side.
+std::vector<float> floats(const at::Tensor& t) {
+  const at::Tensor f = logical_host_view(t).to(at::kFloat).contiguous();
+  return std::vector<float>(f.const_data_ptr<float>(), f.const_data_ptr<float>() + f.numel());
+}
+
+// ---------------------------------------------------------------------------------------
+// Weights as E matrices of (K, N), whatever the container (one 3-D tensor or a list).
+struct Weights {
+  std::vector<at::Tensor> host;  // per expert: (K, N) int8/float, or (K, N/8) int32 words (host views)
+  int64_t e = 0, k = 0, n = 0;
+  bool int4 = false;
+  at::ScalarType dtype = at::kChar;
+  // qdev FRACTAL_NZ 3-D/2-D int8: packed bytes per expert, column sums from the storage cache
+  bool nz = false;
+  const int8_t* nz_data = nullptr;
+  const int32_t* nz_colsum = nullptr;
+  bool nz_has_min = true;
+};
+
+bool whole_nz_int8(const at::Tensor& w) {
+  if (!is_internal_format(w) || w.scalar_type() != at::kChar || (w.dim() != 3 && w.dim() != 2)) return false;
+  const auto* impl = c10::qdev::qdev_storage_impl(w.storage());
+  return impl->c0 == k::kNzCols && w.storage_offset() == 0 && w.is_contiguous() &&
+         w.sizes() == c10::IntArrayRef(impl->base_sizes);
+}
+
+// Column sums of every matrix of an int8 NZ weight, cached on its storage (dropped on writes).
+void nz_grouped_view(const at::Tensor& w, int64_t e, int64_t kk, int64_t n, Weights& W) {
+  auto* impl = c10::qdev::qdev_storage_impl(w.storage());
+  W.nz_data = static_cast<const int8_t*>(impl->data());
+  const int64_t n_pad = k::round_up(n, k::kNzCols), mat = k::nz_packed_bytes(kk, n);
+  std::lock_guard<std::mutex> lock(impl->cache_mu);
+  if (!impl->colsum_valid || static_cast<int64_t>(impl->colsum.size()) != e * n_pad) {
+    impl->colsum.assign(static_cast<size_t>(e * n_pad), 0);
+    at::parallel_for(0, e, 1, [&](int64_t e0, int64_t e1) {
+      for (int64_t i = e0; i < e1; ++i) k::colsum_b_nz(W.nz_data + i * mat, kk, n, impl->colsum.data() + i * n_pad, 0, n);
+    });
+    impl->has_min = k::has_int8_min(W.nz_data, e * mat);
+    impl->colsum_valid = true;
+  }
+  W.nz_colsum = impl->colsum.data();
+  W.nz_has_min = impl->has_min;
+}
+
+Weights read_weights(const std::vector<at::Tensor>& weight) {
+  Weights W;
+  const at::Tensor& w0 = weight[0];
+  W.dtype = w0.scalar_type();
+  W.int4 = W.dtype == at::kInt;
+  if (weight.size() == 1 && whole_nz_int8(w0)) {  // packed already: never unpacked to ND
+    W.e = w0.dim() == 3 ? w0.size(0) : 1;
+    W.k = w0.size(-2);
+    W.n = w0.size(-1);
+    W.nz = true;
+    if (W.e > 0 && W.k > 0 && W.n > 0) nz_grouped_view(w0, W.e, W.k, W.n, W);
+    return W;
+  }
+  if (weight.size() == 1 && w0.dim() == 3) {
+    W.e = w0.size(0);
+    TORCH_CHECK(W.e > 0, "npu_grouped_matmul: the weight holds no expert (", w0.sizes(), ")");
+    const at::Tensor hw = logical_host_view(w0);
+    for (int64_t i = 0; i < W.e; ++i) W.host.push_back(hw.select(0, i));
+  } else {
+    W.e = static_cast<int64_t>(weight.size());
+    for (const auto& w : weight) {
+      TORCH_CHECK(w.dim() == 2, "npu_grouped_matmul: with a list of weights every weight must be 2-D, but one is ",
+                  w.dim(), "-D");
+      TORCH_CHECK(w.scalar_type() == W.dtype, "npu_grouped_matmul: all weights must have one dtype, but found ",
+                  dtype_name(W.dtype), " and ", dtype_name(w.scalar_type()));
+      W.host.push_back(logical_host_view(w));
+    }
+  }
+  W.k = W.host[0].size(0);
+  W.n = W.host[0].size(1) * (W.int4 ? 8 : 1);
+  for (const auto& h : W.host) {
+    TORCH_CHECK(h.size(0) == W.k && h.size(1) * (W.int4 ? 8 : 1) == W.n, "npu_grouped_matmul: every weight must "
+                "have the same (K, N) on qdev, but found (", W.k, ", ", W.n, ") and ", h.sizes());
+  }
+  return W;
+}
+
+// Per-expert parameters (scale, bias, antiquant_*): one stacked (E, ...) tensor or a list of E,
+// held as one (E, per_expert_numel) host tensor so that they convert in one op, not one per expert.
+struct PerExpert {
+  at::Tensor all;  // undefined when the parameter is absent
+  bool empty() const { return !all.defined(); }
+  at::ScalarType dtype() const { return all.scalar_type(); }
+  at::Tensor operator[](size_t e) const { return all.select(0, static_cast<int64_t>(e)); }
+  // all as contiguous float32 (values of `via` first, e.g. the activation dtype)
+  std::vector<float> floats_all(std::optional<at::ScalarType> via = std::nullopt) const {
+    at::Tensor t = via ? all.to(*via) : all;
+    return floats(t);
+  }
+};
+
+PerExpert per_expert(const std::vector<at::Tensor>& list, int64_t e, const char* name, int64_t per_expert_numel,
+                     const at::Tensor& like) {
+  PerExpert out;
+  if (list.empty()) return out;
+  for (const auto& t : list) check_device(t, like);
+  if (list.size() == 1 && e > 1) {
+    const at::Tensor h = logical_host_view(list[0]);
+    TORCH_CHECK(h.dim() >= 1 && h.size(0) == e && h.numel() == e * per_expert_numel, "npu_grouped_matmul: ", name,
+                " must hold ", per_expert_numel, " values for each of the ", e, " experts, but its shape is ",
+                list[0].sizes());
+    out.all = h.reshape({e, per_expert_numel});
+  } else {
+    TORCH_CHECK(static_cast<int64_t>(list.size()) == e, "npu_grouped_matmul: the length of ", name, " (",
+                list.size(), ") must equal the number of weights (", e, ")");
+    std::vector<at::Tensor> rows;
+    for (const auto& t : list) {
+      TORCH_CHECK(t.numel() == per_expert_numel, "npu_grouped_matmul: each ", name, " must hold ", per_expert_numel,
+                  " values, but one has shape ", t.sizes());
+      TORCH_CHECK(t.scalar_type() == list[0].scalar_type(), "npu_grouped_matmul: every ", name, " must have one dtype");
+      rows.push_back(logical_host_view(t).reshape({per_expert_numel}));
+    }
+    out.all = at::stack(rows, 0);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// W8A8: int8 x, int8 weights.
+void run_w8a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
+              const PerExpert& scales, const PerExpert& biases,
+              const at::Tensor& pertoken, at::ScalarType out_t) {
+  const auto isa = k::active_isa();
+  const int64_t kk = W.k, n = W.n, lda = k::round_up(kk, k::kNzRows);
+  const int64_t rows = xh.size(0);
+  // A: all rows once, as u8.
+  std::unique_ptr<uint8_t[]> a_u8(new uint8_t[static_cast<size_t>(std::max<int64_t>(rows, 1) * lda)]);
+  const int8_t* a_src = xh.const_data_ptr<int8_t>();
+  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    k::pack_a_u8(a_src + r0 * kk, r1 - r0, kk, kk, a_u8.get() + r0 * lda, lda);
+  });
+
+  // Epilogue parameters of all experts, converted once: scales (float, or packed int64 with offset), biases.
+  std::vector<float> scale_f, bias_f;
+  std::vector<int32_t> offset_i, bias_i;
+  if (!scales.empty()) {
+    if (scales.dtype() == at::kLong) {
+      const at::Tensor c = scales.all.contiguous();
+      const int64_t* v = c.const_data_ptr<int64_t>();
+      for (int64_t i = 0; i < c.numel(); ++i) {
+        scale_f.push_back(unpack_scale(v[i]));
+        offset_i.push_back(unpack_offset(v[i]));
+      }
+    } else {
+      scale_f = scales.floats_all();
+    }
+  }
+  if (!biases.empty()) {
+    if (biases.dtype() == at::kInt) {
+      const at::Tensor c = biases.all.contiguous();
+      bias_i.assign(c.const_data_ptr<int32_t>(), c.const_data_ptr<int32_t>() + c.numel());
+    } else {
+      bias_f = biases.floats_all();
+    }
+  }
+  const std::vector<float> pt = pertoken.defined() ? floats(pertoken) : std::vector<float>{};
+
+  k::QGemmEpilogue ep;
+  switch (out_t) {
+    case at::kInt: ep.out = k::QGemmOut::kInt32; break;
+    case at::kChar: ep.out = k::QGemmOut::kInt8; break;
+    case at::kHalf: ep.out = k::QGemmOut::kFloat16; break;
+    case at::kBFloat16: ep.out = k::QGemmOut::kBFloat16; break;
+    case at::kFloat: ep.out = k::QGemmOut::kFloat32; break;
+    default: TORCH_INTERNAL_ASSERT(false, "unexpected output dtype");
+  }
+  ep.scale_stride = 1;
+  ep.offset_stride = 1;
+
+  // B: the NZ storage as is, or the active experts packed now.
+  const int64_t panels = k::qgemm_num_panels(n), mat = k::nz_packed_bytes(kk, n), n_pad = k::round_up(n, k::kNzCols);
+  std::vector<int64_t> slot(static_cast<size_t>(W.e), -1);
+  std::vector<int64_t> active;
+  for (const auto& j : jobs) {
+    if (j.m > 0 && slot[static_cast<size_t>(j.w)] < 0) {
+      slot[static_cast<size_t>(j.w)] = static_cast<int64_t>(active.size());
+      active.push_back(j.w);
+    }
+  }
+  std::unique_ptr<int8_t[]> packed;
+  std::vector<int32_t> colsum;
+  std::vector<uint8_t> has_min;
+  if (!W.nz) {
+    const int64_t na = static_cast<int64_t>(active.size());
+    packed.reset(new int8_t[static_cast<size_t>(std::max<int64_t>(na, 1) * mat)]);
+    colsum.assign(static_cast<size_t>(na * n_pad), 0);
+    has_min.assign(static_cast<size_t>(na), 1);
+    at::parallel_for(0, na * panels, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t a = t / panels, p = t % panels;
+        const at::Tensor& b = W.host[static_cast<size_t>(active[static_cast<size_t>(a)])];
+        k::pack_b_nz_ref(b.const_data_ptr<int8_t>(), kk, n, b.stride(0), b.stride(1), packed.get() + a * mat,
+                         colsum.data() + a * n_pad, p * k::kNzCols, std::min((p + 1) * k::kNzCols, n));
+      }
+    });
+    for (int64_t a = 0; a < na; ++a) has_min[static_cast<size_t>(a)] = k::has_int8_min(packed.get() + a * mat, mat);
+  }
+
+  // Tasks: (job, panel); cost ~ (rows + 4) * k per panel (4 rows ~ streaming the panel once).
+  std::vector<int64_t> task_job, task_panel, cost;
+  for (size_t ji = 0; ji < jobs.size(); ++ji) {
+    if (jobs[ji].m == 0) continue;
+    for (int64_t p = 0; p < panels; ++p) {
+      task_job.push_back(static_cast<int64_t>(ji));
+      task_panel.push_back(p);
+      cost.push_back((jobs[ji].m + 4) * kk * k::kNzCols);
+    }
+  }
+  const int64_t elem = static_cast<int64_t>(c10::elementSize(out_t));
+  const int64_t block = std::max<int64_t>(k::kRowBlockBytes / lda / 16 * 16, 16);
+  run_tasks(cost, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1;) {
+      const int64_t ji = task_job[static_cast<size_t>(t)];
+      int64_t t_end = t;
+      while (t_end < t1 && task_job[static_cast<size_t>(t_end)] == ji) ++t_end;
+      const int64_t p0 = task_panel[static_cast<size_t>(t)], p1 = task_panel[static_cast<size_t>(t_end) - 1] + 1;
+      const Job& j = jobs[static_cast<size_t>(ji)];
+      const int64_t e = j.w, a = slot[static_cast<size_t>(e)];
+      k::QGemmArgs args;
+      args.n = n;
+      args.k = kk;
+      args.lda = lda;
+      args.b = W.nz ? W.nz_data + e * mat : packed.get() + a * mat;
+      args.b_colsum = W.nz ? W.nz_colsum + e * n_pad : colsum.data() + a * n_pad;
+      args.b_has_min = W.nz ? W.nz_has_min : has_min[static_cast<size_t>(a)] != 0;
+      args.ldc = j.ldo;
+      args.ep = ep;
+      if (!scale_f.empty()) args.ep.scale = scale_f.data() + e * n;
+      if (!offset_i.empty()) args.ep.offset = offset_i.data() + e * n;
+      if (!bias_i.empty()) args.ep.bias_i32 = bias_i.data() + e * n;
+      if (!bias_f.empty()) args.ep.bias_f = bias_f.data() + e * n;
+      for (int64_t r0 = 0; r0 < j.m; r0 += block) {
+        k::QGemmArgs part = args;
+        part.m = std::min(block, j.m - r0);
+        part.a = a_u8.get() + (j.row0 + r0) * lda;
+        part.c = static_cast<char*>(j.out) + r0 * j.ldo * elem;
+        if (!pt.empty()) part.ep.pertoken = pt.data() + j.row0 + r0;
+        k::qgemm_panels(isa, part, p0, p1);
+      }
+      t = t_end;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// W4A8: int8 x (per-token scale), int32-packed int4 weights (K, N/8), float scales per
+// channel (N) or per group (G, N). y = ((sum_g (x_g @ w_g) * scale[g]) * per_token) + bias.
+void run_w4a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
+              const PerExpert& scales, int64_t groups, const PerExpert& biases,
+              const at::Tensor& pertoken, at::ScalarType out_t) {
+  const auto isa = k::active_isa();
+  const int64_t kk = W.k, n = W.n, group = kk / groups;
+  const int64_t rows = xh.size(0);
+  std::vector<int64_t> slot(static_cast<size_t>(W.e), -1), active;
+  for (const auto& j : jobs) {
+    if (j.m > 0 && slot[static_cast<size_t>(j.w)] < 0) {
+      slot[static_cast<size_t>(j.w)] = static_cast<int64_t>(active.size());
+      active.push_back(j.w);
+    }
+  }
+  const int64_t na = static_cast<int64_t>(active.size());
+  const k::W4Layout L = k::w4_layout(kk, n, group, !biases.empty(), false);
+  std::unique_ptr<uint8_t[]> packed(new uint8_t[static_cast<size_t>(std::max<int64_t>(na, 1) * L.total_bytes + 64)]);
+  uint8_t* base = packed.get() + (64 - reinterpret_cast<uintptr_t>(packed.get()) % 64) % 64;
+  // Repack the active experts: int32 words along n (K, N/8) -> torch's (N, K/2) u8 (nibble = q + 8).
+  at::parallel_for(0, na, 1, [&](int64_t a0, int64_t a1) {
+    std::vector<uint8_t> nk(static_cast<size_t>(n * kk / 2));
+    std::vector<float> sc(static_cast<size_t>(n * groups));
+    for (int64_t a = a0; a < a1; ++a) {
+      const int64_t e = active[static_cast<size_t>(a)];
+      const at::Tensor& h = W.host[static_cast<size_t>(e)];
+      const int64_t s0 = h.stride(0), s1 = h.stride(1);
+      const uint32_t* wd = reinterpret_cast<const uint32_t*>(h.const_data_ptr<int32_t>());
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t i = 0; i < kk; i += 2) {
+          const uint32_t w0 = wd[i * s0 + (j / 8) * s1], w1 = wd[(i + 1) * s0 + (j / 8) * s1];
+          const uint32_t q0 = ((w0 >> (4 * (j % 8))) & 0xFu) ^ 8u, q1 = ((w1 >> (4 * (j % 8))) & 0xFu) ^ 8u;
+          nk[static_cast<size_t>(j * kk / 2 + i / 2)] = static_cast<uint8_t>(q0 | (q1 << 4));
+        }
+      }
+      const at::Tensor s = scales[static_cast<size_t>(e)].to(at::kFloat).reshape({groups, n}).t().contiguous();
+      std::copy(s.const_data_ptr<float>(), s.const_data_ptr<float>() + n * groups, sc.begin());
+      std::vector<float> bias;
+      if (!biases.empty()) bias = floats(biases[static_cast<size_t>(e)]);
+      uint8_t* out = base + a * L.total_bytes;
+      k::w4_pack_header(L, out);
+      k::w4_pack_columns(L, nk.data(), sc.data(), false, bias.empty() ? nullptr : bias.data(), out, 0, n);
+    }
+  });
+  // Activations: int8 as is (zero point 0), per-group row sums; u8 (q + 128, padding too) for the
+  // jobs whose kernel wants it (it depends on the job's rows).
+  const int64_t ldq = L.k_pad;
+  std::vector<uint8_t> row_u8(static_cast<size_t>(std::max<int64_t>(rows, 1)), 0);
+  for (const auto& j : jobs) {
+    if (j.m > 0 && k::w4a8_lhs_unsigned(isa, j.m, L)) std::fill_n(row_u8.begin() + j.row0, j.m, 1);
+  }
+  std::vector<int8_t> q(static_cast<size_t>(std::max<int64_t>(rows, 1) * ldq), 0);
+  std::vector<int32_t> zp(static_cast<size_t>(std::max<int64_t>(rows, 1)), 0);
+  std::vector<int32_t> rowsum(static_cast<size_t>(std::max<int64_t>(rows, 1) * groups), 0);
+  const std::vector<float> pt = floats(pertoken);
+  const int8_t* xs = xh.const_data_ptr<int8_t>();
+  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const bool lhs_u8 = row_u8[static_cast<size_t>(r)] != 0;
+      if (lhs_u8) std::fill_n(q.begin() + r * ldq + kk, ldq - kk, static_cast<int8_t>(0x80));
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t s = 0;
+        for (int64_t i = g * group; i < (g + 1) * group; ++i) {
+          const int8_t v = xs[r * kk + i];
+          s += v;
+          q[static_cast<size_t>(r * ldq + i)] = lhs_u8 ? static_cast<int8_t>(v ^ 0x80) : v;
+        }
+        rowsum[static_cast<size_t>(r * groups + g)] = s;
+      }
+    }
+  });
+  // fp32 results, then bf16/fp16 rounding (round to nearest even) into the outputs.
+  std::vector<float> y(static_cast<size_t>(std::max<int64_t>(rows, 1) * n));
+  const int64_t panels = k::div_up(n, k::kW4PanelCols);
+  std::vector<int64_t> task_job, task_panel, cost;
+  for (size_t ji = 0; ji < jobs.size(); ++ji) {
+    if (jobs[ji].m == 0) continue;
+    for (int64_t p = 0; p < panels; ++p) {
+      task_job.push_back(static_cast<int64_t>(ji));
+      task_panel.push_back(p);
+      cost.push_back((jobs[ji].m + 4) * kk * k::kW4PanelCols);
+    }
+  }
+  run_tasks(cost, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1;) {
+      const int64_t ji = task_job[static_cast<size_t>(t)];
+      int64_t t_end = t;
+      while (t_end < t1 && task_job[static_cast<size_t>(t_end)] == ji) ++t_end;
+      const Job& j = jobs[static_cast<size_t>(ji)];
+      k::W4A8Args args;
+      args.m = j.m;
+      args.packed = base + slot[static_cast<size_t>(j.w)] * L.total_bytes;
+      args.L = L;
+      args.q = q.data() + j.row0 * ldq;
+      args.ldq = ldq;
+      args.recip = pt.data() + j.row0;
+      args.zp = zp.data() + j.row0;
+      args.rowsum = rowsum.data() + j.row0 * groups;
+      args.q_unsigned = row_u8[static_cast<size_t>(j.row0)] != 0;
+      args.out = y.data() + j.row0 * n;
+      args.ldo = n;
+      k::w4a8_panels(isa, args, task_panel[static_cast<size_t>(t)], task_panel[static_cast<size_t>(t_end) - 1] + 1);
+      t = t_end;
+    }
+  });
+  // Copy into the outputs.
+  for (const auto& j : jobs) {
+    if (j.m == 0) continue;
+    at::Tensor src = at::from_blob(y.data() + j.row0 * n, {j.m, n}, at::kFloat);
+    at::Tensor dst = at::from_blob(j.out, {j.m, n}, {j.ldo, 1}, at::TensorOptions().dtype(out_t));
+    dst.copy_(src);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Weight-only (A16W8 / A16W4): fp16/bf16 x, int8 (K, N) or int32-packed int4 (K, N/8) weights,
+// antiquant scale/offset per channel (N) or per group (G, N) in x's dtype.
+void run_weight_only(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
+                     const PerExpert& ascale, const PerExpert& aoffset, int64_t groups,
+                     const PerExpert& biases, at::ScalarType xdt) {
+  const auto isa = k::active_isa();
+  const int64_t kk = W.k, n = W.n;
+  std::vector<int64_t> slot(static_cast<size_t>(W.e), -1), active;
+  for (const auto& j : jobs) {
+    if (j.m > 0 && slot[static_cast<size_t>(j.w)] < 0) {
+      slot[static_cast<size_t>(j.w)] = static_cast<int64_t>(active.size());
+      active.push_back(j.w);
+    }
+  }
+  const int64_t na = static_cast<int64_t>(active.size());
+  // (N, K) rows per expert: a transposed int8 view is read in place, other layouts are copied.
+  const int64_t row_bytes = W.int4 ? kk / 2 : kk;
+  std::vector<const int8_t*> w_nk(static_cast<size_t>(W.e), nullptr);
+  std::vector<int64_t> ldw(static_cast<size_t>(W.e), row_bytes);
+  std::unique_ptr<int8_t[]> copy;
+  const bool in_place = !W.int4 && is_transposed(W.host[0]);
+  if (in_place) {
+    for (int64_t e : active) {
+      w_nk[static_cast<size_t>(e)] = W.host[static_cast<size_t>(e)].const_data_ptr<int8_t>();
+      ldw[static_cast<size_t>(e)] = W.host[static_cast<size_t>(e)].stride(1);
+    }
+  } else {
+    copy.reset(new int8_t[static_cast<size_t>(std::max<int64_t>(na, 1) * n * row_bytes)]);
+    at::parallel_for(0, na, 1, [&](int64_t a0, int64_t a1) {
+      for (int64_t a = a0; a < a1; ++a) {
+        const int64_t e = active[static_cast<size_t>(a)];
+        const at::Tensor& h = W.host[static_cast<size_t>(e)];
+        int8_t* dst = copy.get() + a * n * row_bytes;
+        if (!W.int4) {
+          const int8_t* s = h.const_data_ptr<int8_t>();
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t i = 0; i < kk; ++i) dst[j * kk + i] = s[i * h.stride(0) + j * h.stride(1)];
+        } else {
+          const uint32_t* s = reinterpret_cast<const uint32_t*>(h.const_data_ptr<int32_t>());
+          for (int64_t j = 0; j < n; ++j) {
+            for (int64_t i = 0; i < kk; i += 2) {
+              const uint32_t lo = (s[i * h.stride(0) + (j / 8) * h.stride(1)] >> (4 * (j % 8))) & 0xFu;
+              const uint32_t hi = (s[(i + 1) * h.stride(0) + (j / 8) * h.stride(1)] >> (4 * (j % 8))) & 0xFu;
+              dst[j * row_bytes + i / 2] = static_cast<int8_t>(lo | (hi << 4));
+            }
+          }
+        }
+        w_nk[static_cast<size_t>(e)] = dst;
+      }
+    });
+  }
+  // Scales/offsets as the kernels' [groups][n] fp32 rows of x-dtype values.
+  std::vector<std::vector<float>> s_rows(static_cast<size_t>(W.e)), o_rows(static_cast<size_t>(W.e));
+  for (int64_t e : active) {
+    s_rows[static_cast<size_t>(e)] = floats(ascale[static_cast<size_t>(e)].to(xdt));
+    if (!aoffset.empty()) o_rows[static_cast<size_t>(e)] = floats(aoffset[static_cast<size_t>(e)].to(xdt));
+  }
+  const at::Tensor xf = xh.to(at::kFloat).contiguous();
+  const int64_t rows = xh.size(0);
+  at::Tensor y = at::empty({rows, n}, at::kFloat);
+  auto args_for = [&](const Job& j) {
+    k::WqGemvArgs a;
+    a.m = j.m;
+    a.n = n;
+    a.k = kk;
+    a.group = kk / groups;
+    a.x = xf.const_data_ptr<float>() + j.row0 * kk;
+    a.ldx = kk;
+    a.bf16 = xdt == at::kBFloat16;
+    a.w = w_nk[static_cast<size_t>(j.w)];
+    a.ldw = ldw[static_cast<size_t>(j.w)];
+    a.int4 = W.int4;
+    a.scale = s_rows[static_cast<size_t>(j.w)].data();
+    a.offset = aoffset.empty() ? nullptr : o_rows[static_cast<size_t>(j.w)].data();
+    a.y = y.mutable_data_ptr<float>() + j.row0 * n;
+    a.ldy = n;
+    return a;
+  };
+  // Decode-sized jobs: one region over (job, 64-column block) GEMV tasks.
+  constexpr int64_t kCols = 64;
+  const int64_t blocks = k::div_up(n, kCols);
+  std::vector<int64_t> task_job, cost;
+  std::vector<size_t> big;
+  for (size_t ji = 0; ji < jobs.size(); ++ji) {
+    if (jobs[ji].m == 0) continue;
+    if (jobs[ji].m > k::wq_gemv_max_rows(isa, args_for(jobs[ji]))) {
+      big.push_back(ji);
+      continue;
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+      task_job.push_back(static_cast<int64_t>(ji) * blocks + b);
+      cost.push_back((jobs[ji].m + 4) * kk * kCols);
+    }
+  }
+  run_tasks(cost, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t ji = task_job[static_cast<size_t>(t)] / blocks, b = task_job[static_cast<size_t>(t)] % blocks;
+      const k::WqGemvArgs a = args_for(jobs[static_cast<size_t>(ji)]);
+      k::wq_gemv(isa, a, b * kCols, std::min(n, (b + 1) * kCols));
+    }
+  });
+  // Prefill-sized jobs: W' of the expert (exact x-dtype values) and one dense GEMM each.
+  for (size_t ji : big) {
+    const Job& j = jobs[ji];
+    const k::WqGemvArgs a = args_for(j);
+    at::Tensor wp = at::empty({n, kk}, at::TensorOptions().dtype(xdt));
+    uint16_t* bp = reinterpret_cast<uint16_t*>(wp.mutable_data_ptr());
+    at::parallel_for(0, n, 8, [&](int64_t c0, int64_t c1) { k::wq_dequant_rows(isa, a, c0, c1, bp + c0 * kk, kk); });
+    y.narrow(0, j.row0, j.m).copy_(at::mm(xf.narrow(0, j.row0, j.m), wp.to(at::kFloat).t()));
+  }
+  for (const auto& j : jobs) {
+    if (j.m == 0) continue;
+    at::Tensor r = y.narrow(0, j.row0, j.m);
+    if (!biases.empty()) r = r.add(biases[static_cast<size_t>(j.w)].to(at::kFloat));
+    at::from_blob(j.out, {j.m, n}, {j.ldo, 1}, at::TensorOptions().dtype(xdt)).copy_(r);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+void run_float(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
+               const PerExpert& biases, at::ScalarType out_t) {
+  for (const auto& j : jobs) {
+    if (j.m == 0) continue;
+    const at::Tensor a = xh.narrow(0, j.row0, j.m);
+    at::Tensor r = at::mm(a.to(at::kFloat), W.host[static_cast<size_t>(j.w)].to(at::kFloat));
+    if (!biases.empty()) r = r.add(biases[static_cast<size_t>(j.w)].to(at::kFloat));
+    at::from_blob(j.out, {j.m, W.n}, {j.ldo, 1}, at::TensorOptions().dtype(out_t)).copy_(r);
+  }
+}
+
+}  // namespace
+
+std::vector<at::Tensor> npu_grouped_matmul(
+    at::TensorList x, at::TensorList weight, std::optional<at::TensorList> bias,
+    std::optional<at::TensorList> scale, std::optional<at::TensorList> offset,
+    std::optional<at::TensorList> antiquant_scale, std::optional<at::TensorList> antiquant_offset,
+    std::optional<at::TensorList> per_token_scale, const std::optional<at::Tensor>& group_list,
+    std::optional<at::TensorList> activation_input, std::optional<at::TensorList> activation_quant_scale,
+    std::optional<at::TensorList> activation_quant_offset, std::optional<int64_t> split_item,
+    std::optional<int64_t> group_type, std::optional<int64_t> group_list_type, std::optional<int64_t> act_type,
+    at::OptionalIntArrayRef tuning_config, std::optional<int64_t> output_dtype) {
+  (void)tuning_config;  // a tiling hint on the NPU; nothing to tune here
+  TORCH_CHECK(group_type.has_value(), "Requires manual passing group_type, current is None.");
+  const int64_t gt = *group_type;
+  TORCH_CHECK(gt == -1 || gt == 0, "group_type currently only support -1 and 0, current value is ", gt);
+  const int64_t si = split_item.value_or(0);
+  TORCH_CHECK(!x.empty() && !weight.empty(), "Invalid inputs: neither x nor weight could be empty.");
+  TORCH_CHECK(si >= 0 && si <= 3, "Invalid value of split_item [", si, "], which should only be one of 0/1/2/3.");
+  TORCH_CHECK(static_cast<int64_t>(x.size()) <= kMaxTensorList && static_cast<int64_t>(weight.size()) <= kMaxTensorList,
+              "npu_grouped_matmul: x and weight lists hold at most ", kMaxTensorList, " tensors");
+  const int64_t glt = group_list_type.value_or(0);
+  TORCH_CHECK(glt == 0 || glt == 1, "npu_grouped_matmul: group_list_type must be 0 (cumulative) or 1 (counts) on "
+              "qdev, but it is ", glt);
+  TORCH_CHECK(act_type.value_or(0) == 0, "npu_grouped_matmul: act_type ", act_type.value_or(0),
+              " is not supported on qdev (only 0, no activation)");
+  for (const auto* l : {&activation_input, &activation_quant_scale, &activation_quant_offset, &offset}) {
+    TORCH_CHECK(!l->has_value() || l->value().empty(), "npu_grouped_matmul: activation_input, "
+                "activation_quant_scale, activation_quant_offset and offset only support None");
+  }
+  const at::Tensor& x0 = x[0];
+  for (const auto& t : x) check_device(t, x0);
+  for (const auto& t : weight) check_device(t, x0);
+  if (group_list.has_value() && group_list->defined()) check_device(*group_list, x0);
+
+  std::optional<c10::DeviceGuard> guard;
+  if (x0.device().type() == c10::DeviceType::PrivateUse1) {
+    guard.emplace(x0.device());
+    c10::qdev::sync_current_stream(x0.device().index());
+  }
+
+  const auto xdt = x0.scalar_type();
+  for (const auto& t : x) {
+    TORCH_CHECK(t.scalar_type() == xdt, "npu_grouped_matmul: all x must have one dtype, but found ",
+                dtype_name(xdt), " and ", dtype_name(t.scalar_type()));
+  }
+  const std::vector<at::Tensor> wl(weight.begin(), weight.end());
+  const Weights W = read_weights(wl);
+  const auto wdt = W.dtype;
+  const int64_t kk = W.k, n = W.n;
+  TORCH_CHECK(kk < kInnerLimit && n < kInnerLimit * (W.int4 ? 8 : 1), "npu_grouped_matmul: the last dim of x and "
+              "weight must be less than ", kInnerLimit);
+
+  // Group sizes: from group_list (one group per weight), or one per x tensor.
+  const bool has_gl = group_list.has_value() && group_list->defined();
+  std::vector<int64_t> counts;
+  if (has_gl) {
+    const at::Tensor gl = logical_host_view(*group_list);
+    TORCH_CHECK(gl.dim() == 1, "npu_grouped_matmul: group_list must be 1-D, but it is ", gl.dim(), "-D");
+    TORCH_CHECK(gl.scalar_type() == at::kLong, "npu_grouped_matmul: group_list must be int64, but it is ",
+                dtype_name(gl.scalar_type()));
+    TORCH_CHECK(gl.numel() == W.e, "npu_grouped_matmul: the length of group_list (", gl.numel(),
+                ") must equal the number of weights (", W.e, ")");
+    TORCH_CHECK(gl.numel() <= kMaxGroups, "npu_grouped_matmul: group_list holds at most ", kMaxGroups, " groups");
+    const at::Tensor glc = gl.contiguous();
+    const int64_t* g = glc.const_data_ptr<int64_t>();
+    int64_t prev = 0;
+    for (int64_t i = 0; i < gl.numel(); ++i) {
+      if (glt == 0) {
+        TORCH_CHECK(g[i] >= prev, i == 0 ? "group_list[0] should be larger than or equal to 0, but now is " :
+                    "group_list must be non-negative and non-decreasing when group_list_type is 0, but group_list[",
+                    i == 0 ? "" : std::to_string(i) + "] - group_list[" + std::to_string(i - 1) + "] is ",
+                    g[i] - prev, ".");
+        counts.push_back(g[i] - prev);
+        prev = g[i];
+      } else {
+        TORCH_CHECK(g[i] >= 0, "group_list must be non-negative when group_list_type is 1, but group_list[", i,
+                    "] is ", g[i], ".");
+        counts.push_back(g[i]);
+      }
+    }
+  }
+
+  // x as one (rows, K) matrix.
+  std::vector<at::Tensor> xs;
+  for (const auto& t : x) {
+    TORCH_CHECK(t.dim() >= 2 && t.dim() <= 6, "npu_grouped_matmul: each x must be 2-D to 6-D, but one is ", t.dim(), "-D");
+    TORCH_CHECK(t.size(-1) == kk, "npu_grouped_matmul: the K of x (", t.size(-1), ") and of weight (", kk,
+                ") must be equal");
+    TORCH_CHECK(t.dim() == 2 || (si <= 1 && !has_gl), "npu_grouped_matmul: x must be 2-D unless split_item is 0/1 "
+                "without group_list");
+    xs.push_back(logical_host_view(t).reshape({-1, kk}));
+  }
+  const at::Tensor xh = (xs.size() == 1 ? xs[0] : at::cat(xs, 0)).contiguous();
+  const int64_t rows = xh.size(0);
+  std::vector<int64_t> x_rows;
+  for (const auto& t : xs) x_rows.push_back(t.size(0));
+
+  // Jobs: (row range, weight).
+  std::vector<Job> jobs;
+  if (has_gl) {
+    TORCH_CHECK(x.size() == 1, "npu_grouped_matmul: with group_list, x must be a single tensor (split x), but it "
+                "holds ", x.size());
+    int64_t r = 0;
+    for (int64_t i = 0; i < W.e; ++i) {
+      jobs.push_back(Job{r, counts[static_cast<size_t>(i)], i});
+      r += counts[static_cast<size_t>(i)];
+    }
+    if (glt == 0) {
+      TORCH_CHECK(r == rows, "npu_grouped_matmul: the last value of group_list (", r, ") must equal the rows of x (",
+                  rows, ") when group_list_type is 0");
+    } else {
+      TORCH_CHECK(r == rows, "npu_grouped_matmul: the sum of group_list (", r, ") must equal the rows of x (", rows,
+                  ") when group_list_type is 1");
+    }
+  } else {
+    TORCH_CHECK(static_cast<int64_t>(x.size()) == W.e, si <= 1 ?
+                "When split_item = 0 or 1 and input group_list is None, the num of x tensors must equal the num of "
+                "weight tensors." : "npu_grouped_matmul: without group_list the num of x tensors must equal the num "
+                "of weight tensors.", "Actual lengths: x [", x.size(), "], weight [", W.e, "].");
+    int64_t r = 0;
+    for (int64_t i = 0; i < W.e; ++i) {
+      jobs.push_back(Job{r, x_rows[static_cast<size_t>(i)], i});
+      r += x_rows[static_cast<size_t>(i)];
+    }
+  }
+
+  // Mode and output dtype.
+  const std::vector<at::Tensor> scale_l = list_of(scale), bias_l = list_of(bias), aq_s = list_of(antiquant_scale),
+                                aq_o = list_of(antiquant_offset), pts_l = list_of(per_token_scale);
+  const bool quant_x = xdt == at::kChar;
+  const bool float_x = xdt == at::kHalf || xdt == at::kBFloat16 || xdt == at::kFloat;
+  TORCH_CHECK(quant_x || float_x, "npu_grouped_matmul: x must be float16, bfloat16, float32 or int8, but it is ",
+              dtype_name(xdt));
+  at::ScalarType out_t = xdt;
+  if (output_dtype.has_value()) out_t = static_cast<at::ScalarType>(*output_dtype);
+  TORCH_CHECK(pts_l.empty() || (quant_x && pts_l.size() == 1), "npu_grouped_matmul: per_token_scale is a list of "
+              "one float32 tensor (rows of x), for int8 x only");
+  at::Tensor pertoken;
+  if (!pts_l.empty()) {
+    pertoken = pts_l[0];
+    check_device(pertoken, x0);
+    TORCH_CHECK(pertoken.scalar_type() == at::kFloat, "npu_grouped_matmul: per_token_scale must be float32, but it is ",
+                dtype_name(pertoken.scalar_type()));
+    TORCH_CHECK(pertoken.numel() == rows, "npu_grouped_matmul: per_token_scale must hold one value per row of x (",
+                rows, "), but its shape is ", pertoken.sizes());
+  }
+  enum class Mode { kW8A8, kW4A8, kWeightOnly, kFloat } mode;
+  if (quant_x) {
+    TORCH_CHECK(wdt == at::kChar || wdt == at::kInt, "npu_grouped_matmul: int8 x needs int8 or int32-packed int4 "
+                "weights, but the weight is ", dtype_name(wdt));
+    TORCH_CHECK(aq_s.empty() && aq_o.empty(), "npu_grouped_matmul: antiquant_scale/antiquant_offset are for float x "
+                "(weight-only quantization), x is int8");
+    mode = wdt == at::kChar ? Mode::kW8A8 : Mode::kW4A8;
+  } else if (wdt == at::kChar || wdt == at::kInt) {
+    TORCH_CHECK(xdt != at::kFloat, "npu_grouped_matmul: weight-only quantization needs float16 or bfloat16 x, but it "
+                "is torch.float32");
+    TORCH_CHECK(!aq_s.empty(), "npu_grouped_matmul: ", dtype_name(wdt), " weights with ", dtype_name(xdt),
+                " x need antiquant_scale");
+    TORCH_CHECK(scale_l.empty() && pertoken.defined() == false, "npu_grouped_matmul: scale/per_token_scale are for int8 "
+                "x; weight-only quantization takes antiquant_scale/antiquant_offset");
+    mode = Mode::kWeightOnly;
+  } else {
+    TORCH_CHECK(wdt == xdt, "npu_grouped_matmul: x and weight must have one dtype without quantization, but x is ",
+                dtype_name(xdt), " and weight is ", dtype_name(wdt));
+    TORCH_CHECK(scale_l.empty() && aq_s.empty() && aq_o.empty(), "npu_grouped_matmul: scale/antiquant parameters "
+                "need quantized weights");
+    mode = Mode::kFloat;
+  }
+
+  PerExpert scales, biases = per_expert(bias_l, W.e, "bias", n, x0);
+  int64_t groups = 1;
+  if (mode == Mode::kW8A8) {
+    if (out_t == at::kInt) {
+      TORCH_CHECK(scale_l.empty() && !pertoken.defined(), "npu_grouped_matmul: int32 output takes no scale and no "
+                  "per_token_scale");
+      TORCH_CHECK(biases.empty() || biases.dtype() == at::kInt, "npu_grouped_matmul: int32 output takes "
+                  "an int32 bias only");
+    } else {
+      TORCH_CHECK(out_t == at::kChar || out_t == at::kHalf || out_t == at::kBFloat16 || out_t == at::kFloat,
+                  "npu_grouped_matmul: output_dtype for int8 x must be int8, float16, bfloat16, float32 or int32, "
+                  "but it is ", dtype_name(out_t));
+      TORCH_CHECK(!scale_l.empty(), "npu_grouped_matmul: int8 x with ", dtype_name(out_t), " output needs scale");
+      scales = per_expert(scale_l, W.e, "scale", n, x0);
+      const auto st = scales.dtype();
+      if (out_t == at::kChar) {
+        TORCH_CHECK(st == at::kLong && !pertoken.defined(), "npu_grouped_matmul: int8 output needs an int64 scale "
+                    "(npu_trans_quant_param) and no per_token_scale");
+      } else {
+        TORCH_CHECK(st == at::kFloat || st == at::kBFloat16, "npu_grouped_matmul: scale must be float32 or bfloat16 "
+                    "for ", dtype_name(out_t), " output, but it is ", dtype_name(st));
+      }
+    }
+  } else if (mode == Mode::kW4A8) {
+    TORCH_CHECK(out_t == at::kHalf || out_t == at::kBFloat16, "npu_grouped_matmul: int8 x with int4 weights "
+                "outputs float16 or bfloat16, but output_dtype is ", dtype_name(out_t));
+    TORCH_CHECK(!scale_l.empty() && pertoken.defined(), "npu_grouped_matmul: int8 x with int4 weights needs scale "
+                "and per_token_scale");
+    const at::Tensor s0 = scale_l[0];
+    const int64_t per = s0.numel() / (scale_l.size() == 1 && W.e > 1 ? W.e : 1);
+    TORCH_CHECK(per > 0 && per % n == 0, "npu_grouped_matmul: int4 weight scale must be (E, N) per channel or "
+                "(E, G, N) per group, but its shape is ", s0.sizes());
+    groups = per / n;
+    TORCH_CHECK(kk % groups == 0 && (groups == 1 || (kk / groups) % 32 == 0), "npu_grouped_matmul: the int4 "
+                "weight's groups must split K (", kk, ") into multiples of 32, but there are ", groups);
+    scales = per_expert(scale_l, W.e, "scale", per, x0);
+    TORCH_CHECK(scales.dtype() == at::kFloat || scales.dtype() == at::kBFloat16,
+                "npu_grouped_matmul: int4 weight scale must be float32 or bfloat16");
+    TORCH_CHECK(kk % 2 == 0, "npu_grouped_matmul: K must be even for int4 weights");
+  } else if (mode == Mode::kWeightOnly) {
+    TORCH_CHECK(out_t == xdt, "npu_grouped_matmul: weight-only quantization outputs x's dtype (", dtype_name(xdt),
+                "), but output_dtype is ", dtype_name(out_t));
+    const at::Tensor s0 = aq_s[0];
+    const int64_t per = s0.numel() / (aq_s.size() == 1 && W.e > 1 ? W.e : 1);
+    TORCH_CHECK(per > 0 && per % n == 0, "npu_grouped_matmul: antiquant_scale must be (E, N) per channel or "
+                "(E, G, N) per group, but its shape is ", s0.sizes());
+    groups = per / n;
+    TORCH_CHECK(groups == 1 || W.int4, "npu_grouped_matmul: int8 weights support per-channel antiquant_scale only");
+    TORCH_CHECK(kk % groups == 0, "npu_grouped_matmul: the number of groups (", groups, ") must divide K (", kk, ")");
+    TORCH_CHECK(!W.int4 || kk % 2 == 0, "npu_grouped_matmul: K must be even for int4 weights");
+    scales = per_expert(aq_s, W.e, "antiquant_scale", per, x0);
+    TORCH_CHECK(scales.dtype() == xdt, "npu_grouped_matmul: antiquant_scale must have x's dtype (",
+                dtype_name(xdt), "), but it is ", dtype_name(scales.dtype()));
+  } else {
+    TORCH_CHECK(out_t == xdt, "npu_grouped_matmul: without quantization the output has x's dtype (", dtype_name(xdt),
+                "), but output_dtype is ", dtype_name(out_t));
+  }
+  const PerExpert offsets =
+      mode == Mode::kWeightOnly ? per_expert(aq_o, W.e, "antiquant_offset", groups * n, x0) : PerExpert{};
+  if (!offsets.empty()) {
+    TORCH_CHECK(offsets.dtype() == xdt, "npu_grouped_matmul: antiquant_offset must have x's dtype");
+  }
+
+  // Outputs: one (rows, N) tensor (split_item 2/3), or one per group (0/1).
+  const auto opts = x0.options().dtype(out_t);
+  std::vector<at::Tensor> outs;
+  if (si >= 2) {
+    outs.push_back(at::empty({rows, n}, opts));
+    char* base = static_cast<char*>(logical_host_view(outs[0]).data_ptr());
+    for (auto& j : jobs) {
+      j.out = base + j.row0 * n * static_cast<int64_t>(c10::elementSize(out_t));
+      j.ldo = n;
+    }
+  } else {
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      std::vector<int64_t> sz;
+      if (!has_gl) {
+        sz = x[i].sizes().vec();
+        sz.back() = n;
+      } else {
+        sz = {jobs[i].m, n};
+      }
+      outs.push_back(at::empty(sz, opts));
+      jobs[i].out = logical_host_view(outs.back()).data_ptr();
+      jobs[i].ldo = n;
+    }
+  }
+  if (rows == 0 || n == 0) return outs;
+  if (kk == 0) {  // empty sums: bias only (the quantized epilogues scale 0)
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      if (jobs[i].m == 0) continue;
+      at::Tensor o = at::from_blob(jobs[i].out, {jobs[i].m, n}, {jobs[i].ldo, 1}, at::TensorOptions().dtype(out_t));
+      o.zero_();
+      if (!biases.empty() && mode != Mode::kW8A8) o.copy_(biases[static_cast<size_t>(jobs[i].w)].to(at::kFloat).expand({jobs[i].m, n}));
+    }
+    return outs;
+  }
+
+  switch (mode) {
+    case Mode::kW8A8: run_w8a8(xh, W, jobs, scales, biases, pertoken, out_t); break;
+    case Mode::kW4A8: run_w4a8(xh, W, jobs, scales, groups, biases, pertoken, out_t); break;
+    case Mode::kWeightOnly: run_weight_only(xh, W, jobs, scales, offsets, groups, biases, xdt); break;
+    case Mode::kFloat: run_float(xh, W, jobs, biases, out_t); break;
+  }
+  return outs;
+}
+
+}  // namespace at::native::qdev
