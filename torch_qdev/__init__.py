@@ -39,6 +39,7 @@ from .ops import (  # noqa: E402
     Format,
     dyn_quant_matmul_4bit,
     dyn_quant_pack_4bit_weight,
+    dyn_quant_pack_4bit_weight_asym,
     get_npu_format,
     get_storage_size,
     npu_dynamic_quant,
@@ -53,7 +54,8 @@ from .ops import (  # noqa: E402
 
 __all__ = ["__version__", "Format", "dyn_quant_matmul_4bit", "dyn_quant_pack_4bit_weight", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
            "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_", "npu_quant_matmul",
-           "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_weight_quant_batchmatmul"]
+           "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_weight_quant_batchmatmul",
+           "dyn_quant_pack_4bit_weight_asym"]
 
 _register_lock = threading.Lock()
 _registered = False
