@@ -39,6 +39,7 @@ from .ops import (  # noqa: E402
     Format,
     dyn_quant_matmul_4bit,
     dyn_quant_pack_4bit_weight,
+    dyn_quant_pack_4bit_weight_asym,
     get_npu_format,
     get_storage_size,
     npu_dynamic_quant,
@@ -55,7 +56,8 @@ from .ops_moe import *  # noqa: E402,F401,F403
 
 __all__ = ["__version__", "Format", "dyn_quant_matmul_4bit", "dyn_quant_pack_4bit_weight", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
            "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_", "npu_quant_matmul",
-           "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_weight_quant_batchmatmul"]
+          "npu_trans_quant_param", "npu_convert_weight_to_int4pack", "npu_weight_quant_batchmatmul",
+           "dyn_quant_pack_4bit_weight_asym"]
 __all__ += ops_moe.__all__
 
 

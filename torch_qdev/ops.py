@@ -15,7 +15,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 __all__ = [
-    "dyn_quant_matmul_4bit", "dyn_quant_pack_4bit_weight", "Format", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
+    "dyn_quant_matmul_4bit", "dyn_quant_pack_4bit_weight", "dyn_quant_pack_4bit_weight_asym", "Format", "get_npu_format", "get_storage_size", "npu_dynamic_quant",
     "npu_convert_weight_to_int4pack", "npu_dynamic_quant_asymmetric", "npu_format_cast", "npu_format_cast_",
     "npu_quant_matmul", "npu_trans_quant_param", "npu_weight_quant_batchmatmul",
 ]
@@ -279,7 +279,7 @@ def _align64(v: int) -> int:
 
 
 def w4_packed_bytes(in_features: int, out_features: int, block_size: int, has_bias: bool,
-                    scales_bf16: bool = False) -> int:
+                    scales_bf16: bool = False, has_zeros: bool = False) -> int:
     """Size of a torch_qdev packed 4-bit weight (mirrors kernels/pack/qd_rhs_pack_w4_ref.cpp)."""
     if in_features <= 0 or out_features <= 0:
         raise ValueError(f"in_features and out_features must be positive, but they are {in_features} and {out_features}")
@@ -291,13 +291,21 @@ def w4_packed_bytes(in_features: int, out_features: int, block_size: int, has_bi
     off_scales = _align64(128 + n_pad * k_pad // 2)
     off_colsum = _align64(off_scales + groups * n_pad * (2 if scales_bf16 else 4))
     off_bias = _align64(off_colsum + groups * n_pad * 4)
-    return _align64(off_bias + (n_pad * 4 if has_bias else 0))
+    end = _align64(off_bias + (n_pad * 4 if has_bias else 0))
+    return _align64(end + groups * n_pad * (2 if scales_bf16 else 4)) if has_zeros else end
 
 
 @torch.library.register_fake("qdev::dyn_quant_pack_4bit_weight")
 def _dyn_quant_pack_fake(weights, scales_zeros, bias, block_size, in_features, out_features):
     size = w4_packed_bytes(in_features, out_features, block_size, bias is not None,
                            scales_zeros.dtype == torch.bfloat16)
+    return weights.new_empty((size,), dtype=torch.uint8)
+
+
+@torch.library.register_fake("qdev::dyn_quant_pack_4bit_weight_asym")
+def _dyn_quant_pack_asym_fake(weights, scales, zeros, bias, block_size, in_features, out_features):
+    size = w4_packed_bytes(in_features, out_features, block_size, bias is not None,
+                           scales.dtype == torch.bfloat16, has_zeros=True)
     return weights.new_empty((size,), dtype=torch.uint8)
 
 
@@ -314,6 +322,18 @@ def dyn_quant_pack_4bit_weight(weights: torch.Tensor, scales_zeros: torch.Tensor
     scales into torch_qdev's self-describing buffer; works for CPU and qdev tensors."""
     return torch.ops.qdev.dyn_quant_pack_4bit_weight(weights, scales_zeros, bias, block_size, in_features,
                                                      out_features)
+
+
+def dyn_quant_pack_4bit_weight_asym(weights: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                                    bias: Optional[torch.Tensor], block_size: int, in_features: int,
+                                    out_features: int) -> torch.Tensor:
+    """torch_qdev's asymmetric extension of :func:`dyn_quant_pack_4bit_weight` (not in PyTorch):
+    each group's weights are ``scales * (nibble - 8) + zeros`` (the zero convention of
+    ``torch._weight_int4pack_mm``), ``zeros`` shaped and typed like ``scales`` (stored as bf16 when
+    the scales are). :func:`dyn_quant_matmul_4bit` runs the buffer; per row and group it adds
+    ``float(sum_k (q - zp)) * zero`` after the scale term (see kernels/matmul/qd_w4a8.h)."""
+    return torch.ops.qdev.dyn_quant_pack_4bit_weight_asym(weights, scales, zeros, bias, block_size, in_features,
+                                                          out_features)
 
 
 def dyn_quant_matmul_4bit(inp: torch.Tensor, packed_weights: torch.Tensor, block_size: int, in_features: int,

@@ -65,6 +65,9 @@ TORCH_LIBRARY(qdev, m) {
         "int in_features, int out_features) -> Tensor");
   m.def("dyn_quant_matmul_4bit(Tensor inp, Tensor packed_weights, int block_size, int in_features, "
         "int out_features) -> Tensor");
+  // torch_qdev's asymmetric extension: weight = scale * (nibble - 8) + zero per group
+  m.def("dyn_quant_pack_4bit_weight_asym(Tensor weights, Tensor scales, Tensor zeros, Tensor? bias, "
+        "int block_size, int in_features, int out_features) -> Tensor");
 }
 
 // qdev tensors and plain CPU tensors run the same kernels (qdev memory is host
@@ -85,6 +88,7 @@ void register_kernels(torch::Library& m) {
   m.impl("npu_weight_quant_batchmatmul", native::npu_weight_quant_batchmatmul);
   m.impl("dyn_quant_pack_4bit_weight", native::dyn_quant_pack_4bit_weight);
   m.impl("dyn_quant_matmul_4bit", native::dyn_quant_matmul_4bit);
+  m.impl("dyn_quant_pack_4bit_weight_asym", native::dyn_quant_pack_4bit_weight_asym);
 }
 
 TORCH_LIBRARY_IMPL(qdev, PrivateUse1, m) { register_kernels(m); }

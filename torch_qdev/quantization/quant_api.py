@@ -5,7 +5,7 @@ import dataclasses
 import sys
 import warnings
 from collections import Counter
-from typing import Callable, Optional, Union
+from typing import Callable, Dict, Iterable, Optional, Union
 
 import torch
 from torch import nn
@@ -76,8 +76,37 @@ def _progress(items: list, enabled: Optional[bool], desc: str):
     return tqdm(items, desc=desc, unit="layer", leave=False)
 
 
+def _output_head(model: nn.Module) -> Optional[nn.Module]:
+    """The model's output projection (lm_head), if it has one we can recognise."""
+    get = getattr(model, "get_output_embeddings", None)
+    if callable(get):
+        try:
+            head = get()
+        except (NotImplementedError, AttributeError):
+            head = None
+        if isinstance(head, nn.Linear):
+            return head
+    for fqn, m in model.named_modules():
+        if isinstance(m, nn.Linear) and fqn.split(".")[-1] in ("lm_head", "output"):
+            return m
+    return None
+
+
+def _input_embeddings(model: nn.Module) -> list:
+    """(fqn, module) of the model's input token embeddings."""
+    get = getattr(model, "get_input_embeddings", None)
+    emb = None
+    if callable(get):
+        try:
+            emb = get()
+        except (NotImplementedError, AttributeError):
+            emb = None
+    return [(fqn, m) for fqn, m in model.named_modules() if m is emb and isinstance(m, nn.Embedding)]
+
+
 def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterFn] = None,
-              device: Union[str, torch.device, None] = None, progress: Optional[bool] = None) -> nn.Module:
+              device: Union[str, torch.device, None] = None, progress: Optional[bool] = None,
+              calibration: Optional[Iterable] = None) -> nn.Module:
     """Quantizes ``model`` in place, torchao style, and returns it.
 
     Args:
@@ -96,6 +125,15 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
             weights are, then moved, so float weights never need to fit on the device twice;
             the remaining float parameters follow at the end. None keeps every tensor where it is.
         progress: show a progress bar over layers (default: when stderr is a terminal).
+        calibration: optional sample inputs (an iterable of batches: token-id tensors, tuples of
+            positional arguments or dicts of keyword arguments for ``model``). The float model runs
+            on them once; each layer's mean squared input per channel then weights the 4-bit
+            configs' scale search (llama.cpp's imatrix), and with ``config.awq`` an
+            activation-aware input scale per layer is searched (AWQ).
+
+    The 4-bit configs' defaults also quantize the output head (``get_output_embeddings()`` or a
+    Linear named ``lm_head``/``output``, tied or not) with ``config.head_config()`` (8 bits) and the
+    input embeddings to int8 (``config.embedding_bits``).
 
     The A16 configs keep activations in 16 bits: run the model in ``config.dtype``
     (``model.to(torch.bfloat16)``). ``state_dict()`` of the result holds the quantized
@@ -110,10 +148,20 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
     targets = [(fqn, m) for fqn, m in model.named_modules() if isinstance(m, nn.Linear) and select(m, fqn)]
     if isinstance(model, nn.Linear) and targets and targets[0][0] == "":
         raise ValueError("quantize_ replaces layers inside a model; for a lone nn.Linear use quantized_linear()")
+    head = _output_head(model)
+    head_cfg = config.head_config()
+    stats: Dict[str, "_calibration.LayerStats"] = {}
+    if calibration is not None:
+        from . import _calibration
+
+        stats = _calibration.collect(model, [(f, m) for f, m in targets if m is not head], calibration)
     skipped, refitted = [], {}
     float_dtype = _float_dtype(model, {fqn for fqn, _ in targets})
     for fqn, linear in _progress(targets, progress, f"quantize_ {config.name}"):
-        layer_config, note = _fit_group(config, linear)
+        cfg = head_cfg if linear is head else config
+        if cfg is None:
+            continue
+        layer_config, note = _fit_group(cfg, linear)
         reason = layer_config.check(linear)
         if reason is not None:
             if float_dtype is not None and linear.weight.dtype != float_dtype:
@@ -124,11 +172,24 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
         if note is not None:
             refitted.setdefault(note, []).append(fqn)
         with torch.no_grad():
-            new = layer_config.convert(linear)
+            st = stats.get(fqn)
+            if st is not None and cfg is config:
+                from . import _calibration
+
+                new = _calibration.convert_calibrated(layer_config, linear, st)
+            else:
+                new = layer_config.convert(linear)
         model.set_submodule(fqn, new if device is None else new.to(device))
     for note, fqns in refitted.items():
         warnings.warn(f"quantize_ ({config.name}): {len(fqns)} layer(s) whose in_features the group size does not "
                       f"divide use {note}: " + ", ".join(fqns), stacklevel=2)
+    if getattr(config, "embedding_bits", None) == 8 and filter_fn is None:
+        from .embedding import QuantizedEmbedding
+
+        for fqn, emb in _input_embeddings(model):
+            with torch.no_grad():
+                new = QuantizedEmbedding.from_float(emb)
+            model.set_submodule(fqn, new if device is None else new.to(device))
     if skipped:
         warnings.warn(f"quantize_ ({config.name}) kept {len(skipped)} layer(s) in float: " + ", ".join(skipped),
                       stacklevel=2)

@@ -107,9 +107,20 @@ std::vector<int64_t> dyn_quant_matmul_out_shape(const at::Tensor& inp, int64_t p
 namespace {
 
 at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::optional<at::Tensor>& bias,
-                int64_t block_size, int64_t in_features, int64_t out_features, bool torch_container) {
+                int64_t block_size, int64_t in_features, int64_t out_features, bool torch_container,
+                const at::Tensor& zeros = at::Tensor()) {
   check_dyn_quant_pack_args(weights, scales, bias, block_size, in_features, out_features);
   const bool has_bias = bias.has_value() && bias->defined();
+  const bool has_zeros = zeros.defined();
+  if (has_zeros) {
+    TORCH_CHECK(zeros.numel() == scales.numel(), "dyn_quant_pack_4bit_weight_asym: expected ", scales.numel(),
+                " zeros (one per scale), got ", zeros.numel());
+    TORCH_CHECK(zeros.scalar_type() == at::kFloat || zeros.scalar_type() == at::kBFloat16,
+                "dyn_quant_pack_4bit_weight_asym: zeros must be float32 or bfloat16, but they are ",
+                zeros.scalar_type());
+    TORCH_CHECK(zeros.device() == weights.device(), "Expected all tensors to be on the same device, but found at "
+                "least two devices, ", weights.device(), " and ", zeros.device(), "!");
+  }
   std::optional<c10::DeviceGuard> guard;
   if (is_qdev(weights)) guard.emplace(weights.device());
   sync_if_qdev(weights);
@@ -117,7 +128,11 @@ at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::
   const at::Tensor s = logical_host_view(scales).contiguous();
   const at::Tensor b = has_bias ? logical_host_view(*bias).to(at::kFloat).contiguous() : at::Tensor();
   const k::W4Layout L = k::w4_layout(in_features, out_features, block_size, has_bias,
-                                     s.scalar_type() == at::kBFloat16);
+                                     s.scalar_type() == at::kBFloat16, has_zeros);
+  // zeros are stored like the scales: bf16 storage gets bf16 values (rounded here if given fp32)
+  const at::Tensor z = has_zeros ? logical_host_view(zeros).to(L.scales_bf16 ? at::kBFloat16 : zeros.scalar_type())
+                                       .contiguous()
+                                 : at::Tensor();
   at::Tensor out;
   if (torch_container) {
     // PyTorch's meta size (weights + scales (+ bias) elements); small layers (n < 32 pads to
@@ -134,6 +149,10 @@ at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::
   at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
     k::w4_pack_columns(L, w.const_data_ptr<uint8_t>(), s.const_data_ptr(), s.scalar_type() == at::kBFloat16,
                        has_bias ? b.const_data_ptr<float>() : nullptr, dst, p0 * 32, std::min(p1 * 32, out_features));
+    if (has_zeros) {
+      k::w4_pack_zeros(L, z.const_data_ptr(), z.scalar_type() == at::kBFloat16, dst, p0 * 32,
+                       std::min(p1 * 32, out_features));
+    }
   });
   return out;
 }
@@ -210,6 +229,12 @@ at::Tensor aten_dyn_quant_pack_4bit_weight(const at::Tensor& weights, const at::
                                            const std::optional<at::Tensor>& bias, int64_t block_size,
                                            int64_t in_features, int64_t out_features) {
   return pack(weights, scales_zeros, bias, block_size, in_features, out_features, /*torch_container=*/true);
+}
+
+at::Tensor dyn_quant_pack_4bit_weight_asym(const at::Tensor& weights, const at::Tensor& scales,
+                                           const at::Tensor& zeros, const std::optional<at::Tensor>& bias,
+                                           int64_t block_size, int64_t in_features, int64_t out_features) {
+  return pack(weights, scales, bias, block_size, in_features, out_features, /*torch_container=*/false, zeros);
 }
 
 at::Tensor dyn_quant_matmul_4bit(const at::Tensor& inp, const at::Tensor& packed_weights, int64_t block_size,

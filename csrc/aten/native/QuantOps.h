@@ -42,6 +42,10 @@ at::Tensor dyn_quant_pack_4bit_weight(const at::Tensor& weights, const at::Tenso
 at::Tensor aten_dyn_quant_pack_4bit_weight(const at::Tensor& weights, const at::Tensor& scales_zeros,
                                            const std::optional<at::Tensor>& bias, int64_t block_size,
                                            int64_t in_features, int64_t out_features);
+// torch_qdev's asymmetric extension: zeros (N, K/group) like the scales; a version-4 buffer.
+at::Tensor dyn_quant_pack_4bit_weight_asym(const at::Tensor& weights, const at::Tensor& scales,
+                                           const at::Tensor& zeros, const std::optional<at::Tensor>& bias,
+                                           int64_t block_size, int64_t in_features, int64_t out_features);
 at::Tensor dyn_quant_matmul_4bit(const at::Tensor& inp, const at::Tensor& packed_weights, int64_t block_size,
                                  int64_t in_features, int64_t out_features);
 

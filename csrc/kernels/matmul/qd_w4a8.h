@@ -3,11 +3,17 @@
 //   weights:     symmetric int4 per group of k (or per channel), scales fp32/bf16
 //   y[m, n] = ((sum_g float(iacc_g) * s[g, n]) * recip[m]) + bias[n]
 //   iacc_g   = sum_{k in g} (q[m, k] - zp[m]) * w[k, n]       (exact int32)
+// Asymmetric extension (torch_qdev's, not PyTorch's): a per-group zero term z[g, n]
+// (torch's _weight_int4pack_mm convention: weight = s * w + z, w = nibble - 8); each
+// group then adds, after its scale term, float(asum_g) * z[g, n] with
+//   asum_g   = sum_{k in g} (q[m, k] - zp[m]) = rowsum_g - zp[m] * |g|  (exact int32)
+//   acc = (acc + float(iacc_g) * s[g, n]) + float(asum_g) * z[g, n]
 //
 // Packed weight buffer (self-describing, "QDW4" v1), 64-byte aligned sections:
 //   header | nibbles | scales [N_pad/32][G][32] (bf16 when given bf16, else fp32) |
 //   column sums [N_pad/32][G][32] (int16 groupwise, int32 channelwise; sum of w in
-//   the group, for the zero-point term) | bias [N_pad] fp32 (optional).
+//   the group, for the zero-point term) | bias [N_pad] fp32 (optional) |
+//   zeros [N_pad/32][G][32] as the scales (optional: version 4, flag 8; v3 has none).
 // Scales and sums are panel-major so that a panel's are contiguous (a stride of
 // N_pad per group would cross a page per group and defeat the prefetcher).
 #pragma once
@@ -37,6 +43,7 @@ static inline int64_t w4_group_index(int64_t groups, int64_t g, int64_t j) {
 
 constexpr uint32_t kW4Magic = 0x34574451;  // "QDW4"
 constexpr uint32_t kW4Version = 3;  // 3: W4-VNNI2 nibbles, panel-major scales and sums
+constexpr uint32_t kW4VersionZeros = 4;  // 4: as 3 plus a zero section (asymmetric); readers of 3 refuse it
 constexpr uint32_t kW4FamilyNz4Vnni = 1;
 // Buffers packed on CUDA tensors (torch_qdev/triton/w4a8.py: the same header, a Triton layout).
 constexpr uint32_t kW4FamilyCuda = 2;
@@ -46,8 +53,9 @@ struct W4Header {
   uint32_t version;
   int64_t k, n, group;  // group == k: channelwise
   uint32_t family;
-  uint32_t flags;       // bit 0: bias present
+  uint32_t flags;       // bit 0: bias present, 1: bf16 scales, 2: int16 column sums, 3: zeros
   int64_t off_weights, off_scales, off_colsum, off_bias, total_bytes;
+  int64_t off_zeros;    // version 4 only
 };
 constexpr int64_t kW4HeaderBytes = 128;
 static_assert(sizeof(W4Header) <= kW4HeaderBytes, "the header fits its slot");
@@ -55,11 +63,16 @@ static_assert(sizeof(W4Header) <= kW4HeaderBytes, "the header fits its slot");
 struct W4Layout {
   int64_t k, n, group, groups, n_pad, k_pad;
   bool channelwise, has_bias, scales_bf16;
+  bool has_zeros = false;
   int64_t off_weights, off_scales, off_colsum, off_bias, total_bytes;
+  int64_t off_zeros = 0;
 };
 
-// Sizes and offsets of a packed buffer.
-W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias, bool scales_bf16);
+// Sizes and offsets of a packed buffer (has_zeros: the asymmetric form, zeros stored as the scales).
+W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias, bool scales_bf16, bool has_zeros = false);
+// The zero term of (group g, column j) as fp32 (0 without zeros), and the group's length.
+float w4_zero_at(const uint8_t* packed, const W4Layout& L, int64_t g, int64_t j);
+static inline int64_t w4_group_len(const W4Layout& L) { return L.channelwise ? L.k : L.group; }
 
 // Packs torch's format: weights uint8 (N, K/2) row-major, low nibble = even k,
 // nibble = q + 8; scales (N, K/group) n-major as fp32 or bf16 bits (scales_bf16;
@@ -69,6 +82,9 @@ W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias, bool scal
 void w4_pack_header(const W4Layout& L, uint8_t* out);
 void w4_pack_columns(const W4Layout& L, const uint8_t* weights, const void* scales, bool scales_bf16,
                      const float* bias, uint8_t* out, int64_t n_begin, int64_t n_end);
+// The zeros (N, K/group) n-major, same type rule as the scales, of a has_zeros layout.
+void w4_pack_zeros(const W4Layout& L, const void* zeros, bool zeros_bf16, uint8_t* out, int64_t n_begin,
+                   int64_t n_end);
 // Whether the column sums are stored as int16 (else int32).
 bool w4_colsum16(const W4Layout& L);
 // Validates a buffer (magic, version, family, sizes); returns its layout or an error text.

@@ -9,7 +9,7 @@
 namespace qdev::kernels {
 namespace {
 
-constexpr uint32_t kFlagBias = 1u, kFlagScalesBf16 = 2u, kFlagColsum16 = 4u;
+constexpr uint32_t kFlagBias = 1u, kFlagScalesBf16 = 2u, kFlagColsum16 = 4u, kFlagZeros = 8u;
 
 int64_t align64(int64_t v) { return (v + 63) / 64 * 64; }
 
@@ -17,7 +17,7 @@ bool colsum16(const W4Layout& L) { return !L.channelwise && L.group * 8 < 32768;
 
 }  // namespace
 
-W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias, bool scales_bf16) {
+W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias, bool scales_bf16, bool has_zeros) {
   W4Layout L;
   L.k = k;
   L.n = n;
@@ -32,25 +32,29 @@ W4Layout w4_layout(int64_t k, int64_t n, int64_t group, bool has_bias, bool scal
   L.off_scales = align64(L.off_weights + nz4_packed_bytes(L.k_pad, L.n_pad));
   L.off_colsum = align64(L.off_scales + L.groups * L.n_pad * (scales_bf16 ? 2 : 4));
   L.off_bias = align64(L.off_colsum + L.groups * L.n_pad * 4);
-  L.total_bytes = align64(L.off_bias + (has_bias ? L.n_pad * 4 : 0));
+  L.has_zeros = has_zeros;
+  L.off_zeros = has_zeros ? align64(L.off_bias + (has_bias ? L.n_pad * 4 : 0)) : 0;
+  L.total_bytes = has_zeros ? align64(L.off_zeros + L.groups * L.n_pad * (scales_bf16 ? 2 : 4))
+                            : align64(L.off_bias + (has_bias ? L.n_pad * 4 : 0));
   return L;
 }
 
 void w4_pack_header(const W4Layout& L, uint8_t* out) {
   W4Header h{};
   h.magic = kW4Magic;
-  h.version = kW4Version;
+  h.version = L.has_zeros ? kW4VersionZeros : kW4Version;
   h.k = L.k;
   h.n = L.n;
   h.group = L.group;
   h.family = kW4FamilyNz4Vnni;
   h.flags = (L.has_bias ? kFlagBias : 0u) | (colsum16(L) ? kFlagColsum16 : 0u) |
-            (L.scales_bf16 ? kFlagScalesBf16 : 0u);
+            (L.scales_bf16 ? kFlagScalesBf16 : 0u) | (L.has_zeros ? kFlagZeros : 0u);
   h.off_weights = L.off_weights;
   h.off_scales = L.off_scales;
   h.off_colsum = L.off_colsum;
   h.off_bias = L.off_bias;
   h.total_bytes = L.total_bytes;
+  h.off_zeros = L.off_zeros;
   std::memset(out, 0, kW4HeaderBytes);
   std::memcpy(out, &h, sizeof(h));
 }
@@ -103,7 +107,9 @@ const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out) {
   W4Header h;
   std::memcpy(&h, data, sizeof(h));
   if (h.magic != kW4Magic) return "bad magic: not a 4-bit weight packed by torch_qdev";
-  if (h.version != kW4Version) return "unsupported packed-weight format version";
+  if (h.version != kW4Version && h.version != kW4VersionZeros) return "unsupported packed-weight format version";
+  const bool zeros = (h.flags & kFlagZeros) != 0;
+  if (zeros != (h.version == kW4VersionZeros)) return "corrupt header (version and zero flag disagree)";
   if (h.family == kW4FamilyCuda) {
     return "packed for the CUDA kernel family (it runs on CUDA tensors only; pack the weights on the CPU for "
            "the CPU kernels)";
@@ -115,14 +121,14 @@ const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out) {
       (h.group != h.k && (h.k % h.group != 0 || h.group % 32 != 0))) {
     return "corrupt header (sizes)";
   }
-  *out = w4_layout(h.k, h.n, h.group, (h.flags & kFlagBias) != 0, (h.flags & kFlagScalesBf16) != 0);
+  *out = w4_layout(h.k, h.n, h.group, (h.flags & kFlagBias) != 0, (h.flags & kFlagScalesBf16) != 0, zeros);
   // Every field must be the one the packer writes for these sizes and flags: a flipped bit
   // anywhere in the header is refused rather than read as another layout.
   const uint32_t want_flags = (out->has_bias ? kFlagBias : 0u) | (colsum16(*out) ? kFlagColsum16 : 0u) |
-                              (out->scales_bf16 ? kFlagScalesBf16 : 0u);
+                              (out->scales_bf16 ? kFlagScalesBf16 : 0u) | (zeros ? kFlagZeros : 0u);
   if (h.flags != want_flags) return "corrupt header (flags)";
   if (out->total_bytes != h.total_bytes || out->off_weights != h.off_weights || out->off_scales != h.off_scales ||
-      out->off_colsum != h.off_colsum || out->off_bias != h.off_bias) {
+      out->off_colsum != h.off_colsum || out->off_bias != h.off_bias || out->off_zeros != h.off_zeros) {
     return "corrupt header (layout)";
   }
   for (size_t i = sizeof(h); i < static_cast<size_t>(kW4HeaderBytes); ++i) {
@@ -133,5 +139,30 @@ const char* w4_read_header(const uint8_t* data, int64_t nbytes, W4Layout* out) {
 }
 
 bool w4_colsum16(const W4Layout& L) { return colsum16(L); }
+
+void w4_pack_zeros(const W4Layout& L, const void* zeros, bool zeros_bf16, uint8_t* out, int64_t n_begin,
+                   int64_t n_end) {
+  for (int64_t j = n_begin; j < std::min(round_up(n_end, kNzCols), L.n_pad); ++j) {
+    for (int64_t g = 0; g < L.groups; ++g) {
+      const int64_t at = j * L.groups + g, idx = w4_group_index(L.groups, g, j);
+      if (L.scales_bf16) {
+        // bf16 storage takes bf16 input only (the op converts): exact, as the scales
+        reinterpret_cast<uint16_t*>(out + L.off_zeros)[idx] = j < L.n ? static_cast<const uint16_t*>(zeros)[at] : uint16_t{0};
+      } else {
+        reinterpret_cast<float*>(out + L.off_zeros)[idx] =
+            j >= L.n ? 0.0f
+            : zeros_bf16 ? bf16_to_f32(static_cast<const uint16_t*>(zeros)[at])
+                         : static_cast<const float*>(zeros)[at];
+      }
+    }
+  }
+}
+
+float w4_zero_at(const uint8_t* packed, const W4Layout& L, int64_t g, int64_t j) {
+  if (!L.has_zeros) return 0.0f;
+  const int64_t idx = w4_group_index(L.groups, g, j);
+  return L.scales_bf16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(packed + L.off_zeros)[idx])
+                       : reinterpret_cast<const float*>(packed + L.off_zeros)[idx];
+}
 
 }  // namespace qdev::kernels

@@ -9,6 +9,7 @@
 //   qdev_kernel_tests --expect-isa NAME    only check that the active variant
 //                                          (CPU probe + QDEV_CPU_ISA cap) is NAME
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -219,12 +220,14 @@ void test_qgemm_variants(const std::vector<k::Isa>& isas) {
 struct W4Case {
   int64_t m, k, n, group;  // group == k: channelwise
   bool bias, scales_bf16, x_bf16;
+  bool zeros = false;  // the asymmetric form (version 4)
 };
 
 std::string w4_name(const W4Case& c, const char* isa) {
   return std::string("w4a8 ") + isa + " m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) +
          " n=" + std::to_string(c.n) + (c.group == c.k ? " channelwise" : " group=" + std::to_string(c.group)) +
-         (c.bias ? " bias" : "") + (c.scales_bf16 ? " bf16-scales" : "") + (c.x_bf16 ? " bf16-x" : "");
+         (c.bias ? " bias" : "") + (c.scales_bf16 ? " bf16-scales" : "") + (c.x_bf16 ? " bf16-x" : "") +
+         (c.zeros ? " zeros" : "");
 }
 
 struct W4Problem {
@@ -233,6 +236,7 @@ struct W4Problem {
   std::vector<uint64_t> packed;  // 8-byte aligned storage
   std::vector<uint8_t> w_u8;     // torch's (n, k/2): low nibble = even k, value w + 8
   std::vector<float> scales_f;   // (n, groups), the values the kernels see
+  std::vector<float> zeros_f;    // (n, groups), likewise (c.zeros)
   std::vector<float> bias;
   std::vector<float> x;
   std::vector<uint16_t> xb;
@@ -252,8 +256,15 @@ struct W4Problem {
       scales_bf16.push_back(sb);
       scales_f.push_back(c.scales_bf16 ? k::bf16_to_f32(sb) : s);
     }
+    std::vector<uint16_t> zeros_bf16;
+    for (int64_t i = 0; i < c.n * groups; ++i) {
+      const float z = rng.normal() * 0.05f;
+      const uint16_t zb = k::f32_to_bf16_rne(z);
+      zeros_bf16.push_back(zb);
+      zeros_f.push_back(c.scales_bf16 ? k::bf16_to_f32(zb) : z);
+    }
     for (int64_t j = 0; j < c.n; ++j) bias.push_back(rng.normal());
-    L = k::w4_layout(c.k, c.n, c.group, c.bias, c.scales_bf16);
+    L = k::w4_layout(c.k, c.n, c.group, c.bias, c.scales_bf16, c.zeros);
     packed.assign(static_cast<size_t>(L.total_bytes + 7) / 8, 0);
     uint8_t* buf = reinterpret_cast<uint8_t*>(packed.data());
     k::w4_pack_header(L, buf);
@@ -262,8 +273,19 @@ struct W4Problem {
     const int64_t mid = c.n > 32 ? 32 : c.n;
     k::w4_pack_columns(L, w_u8.data(), scales, c.scales_bf16, c.bias ? bias.data() : nullptr, buf, 0, mid);
     if (mid < c.n) k::w4_pack_columns(L, w_u8.data(), scales, c.scales_bf16, c.bias ? bias.data() : nullptr, buf, mid, c.n);
+    if (c.zeros) {
+      const void* zs = c.scales_bf16 ? static_cast<const void*>(zeros_bf16.data()) : zeros_f.data();
+      k::w4_pack_zeros(L, zs, c.scales_bf16, buf, 0, mid);
+      if (mid < c.n) k::w4_pack_zeros(L, zs, c.scales_bf16, buf, mid, c.n);
+    }
     k::W4Layout read;
-    check(k::w4_read_header(buf, L.total_bytes, &read) == nullptr, w4_name(c, "header"));
+    check(k::w4_read_header(buf, L.total_bytes, &read) == nullptr && read.has_zeros == c.zeros &&
+              read.total_bytes == L.total_bytes, w4_name(c, "header"));
+    if (c.zeros) {  // a version-4 buffer without its zero flag (or v3 with it) is refused
+      std::vector<uint8_t> bad(buf, buf + L.total_bytes);
+      bad[offsetof(k::W4Header, flags)] &= static_cast<uint8_t>(~8u);
+      check(k::w4_read_header(bad.data(), L.total_bytes, &read) != nullptr, w4_name(c, "v4 without zero flag"));
+    }
 
     // Activations: a spread of magnitudes and signs, some rows all-positive or zero.
     x.resize(c.m * c.k);
@@ -361,6 +383,11 @@ struct W4Problem {
             iacc += (q[r * ldq + i] - zp[r]) * w;
           }
           acc = acc + static_cast<float>(iacc) * scales_f[j * groups + g];
+          if (c.zeros) {
+            int32_t asum = 0;
+            for (int64_t i = g * gs; i < (g + 1) * gs; ++i) asum += q[r * ldq + i] - zp[r];
+            acc = acc + static_cast<float>(asum) * zeros_f[j * groups + g];
+          }
         }
         float y = acc * recip[r];
         if (c.bias) y = y + bias[j];
@@ -389,11 +416,13 @@ void test_w4a8_variants(const std::vector<k::Isa>& isas) {
         const bool scales_bf16 = channelwise ? (group_choice % 3 == 2) : (group_choice % 3 != 2);
         const bool x_bf16 = channelwise && bias && (group_choice % 2 == 0);
         ++group_choice;
-        const W4Case c{s[0], s[1], s[2], group, bias, scales_bf16, x_bf16};
-        W4Problem pr(c, rng);
-        const std::vector<uint8_t> want = pr.run(k::Isa::kRef);
-        if (!c.x_bf16) check(pr.reference_matches_formula(want), w4_name(c, "ref vs formula"));
-        for (k::Isa isa : isas) check(pr.run(isa) == want, w4_name(c, k::isa_name(isa)));
+        for (bool zeros : {false, true}) {
+          const W4Case c{s[0], s[1], s[2], group, bias, scales_bf16, x_bf16, zeros};
+          W4Problem pr(c, rng);
+          const std::vector<uint8_t> want = pr.run(k::Isa::kRef);
+          if (!c.x_bf16) check(pr.reference_matches_formula(want), w4_name(c, "ref vs formula"));
+          for (k::Isa isa : isas) check(pr.run(isa) == want, w4_name(c, k::isa_name(isa)));
+        }
       }
     }
   }

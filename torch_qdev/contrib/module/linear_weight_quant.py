@@ -41,16 +41,23 @@ class LinearWeightQuant(nn.Module):
         self.antiquant_group_size = antiquant_group_size
         self.inner_precise = inner_precise
         self.weight_dtype = weight_dtype
+        # torch_qdev extension (activation-aware scaling): x * input_scale before the matmul
+        self.input_scale = None
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, bits: int = 8, group_size: int = 0,
-                   dtype: torch.dtype = torch.bfloat16, device=None) -> "LinearWeightQuant":
-        """Symmetric weight-only quantization of an ``nn.Linear`` (not in torch_npu, which
-        leaves quantization to its tools): int8 (``bits=8``, scale = absmax / 127) or
-        int32-packed int4 (``bits=4``, scale = absmax / 7), per output channel
-        (``group_size=0``) or per k-group; round half to even. ``dtype`` (float16 or
-        bfloat16) is the activation dtype: scales and bias are stored in it, and ``forward``
-        expects inputs of it, as torch_npu does.
+                   dtype: torch.dtype = torch.bfloat16, device=None, asymmetric: bool = False,
+                   search: bool = False, importance=None, input_scale=None) -> "LinearWeightQuant":
+        """Weight-only quantization of an ``nn.Linear`` (not in torch_npu, which leaves
+        quantization to its tools): int8 (``bits=8``, scale = absmax / 127) or int32-packed
+        int4 (``bits=4``, scale = absmax / 7), per output channel (``group_size=0``) or per
+        k-group; round half to even. ``dtype`` (float16 or bfloat16) is the activation dtype:
+        scales and bias are stored in it, and ``forward`` expects inputs of it, as torch_npu does.
+
+        ``asymmetric`` (int4): an antiquant offset per group too (w ~ (q + offset) * scale),
+        scale and offset fitted by the error-minimising search when ``search``
+        (``quantization.int4_search``), weighted by ``importance`` (in_features,) when given.
+        ``input_scale`` (in_features,): the layer computes ``(x * input_scale) @ (W / input_scale)^T``.
         """
         if bits not in (4, 8):
             raise ValueError(f"bits should be 4 or 8, but it is {bits}")
@@ -65,7 +72,12 @@ class LinearWeightQuant(nn.Module):
         device = linear.weight.device if device is None else torch.device(device)
         qmax = 127 if bits == 8 else 7
         group = group_size or k
-        w = linear.weight.detach().to(torch.float32).reshape(n, k // group, group)
+        weight = linear.weight.detach().to(torch.float32)
+        if input_scale is not None:
+            weight = weight / input_scale.float()[None, :]
+        if asymmetric and bits == 4:
+            return cls._from_float_asym(linear, weight, group_size, dtype, device, search, importance, input_scale)
+        w = weight.reshape(n, k // group, group)
         scale = w.abs().amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny) / qmax  # (n, groups)
         # Scales round to the activation dtype first: the kernel dequantizes with that rounded value.
         scale = scale.to(dtype)
@@ -81,7 +93,40 @@ class LinearWeightQuant(nn.Module):
             mod.bias = nn.Parameter(linear.bias.detach().to(device=device, dtype=dtype), False)
         return mod
 
+    @classmethod
+    def _from_float_asym(cls, linear, weight, group_size, dtype, device, search, importance, input_scale):
+        from ...quantization.int4_search import quantize_groups_asym
+
+        n, k = weight.shape
+        group = group_size or k
+
+        def round_params(scale, minimum):
+            # what the kernel stores: scale and offset in the activation dtype, w = (q + offset) * scale
+            s = scale.to(dtype).float()
+            off = (8 + minimum / s).to(dtype).float()
+            return s, (off - 8) * s
+
+        u, scale, minimum = quantize_groups_asym(weight, group, importance=importance, search=search,
+                                                 round_params=round_params)
+        offset = (8 + minimum / scale).to(dtype)
+        q = (u - 8).to(torch.int32).contiguous()
+        mod = cls(k, n, bias=linear.bias is not None, device="meta", antiquant_offset=True,
+                  antiquant_group_size=group_size)
+        mod.weight = nn.Parameter(ops.npu_convert_weight_to_int4pack(q).to(device), False)
+        scale = scale.to(dtype)
+        if not group_size:
+            scale, offset = scale.reshape(n), offset.reshape(n)
+        mod.antiquant_scale = nn.Parameter(scale.to(device), False)
+        mod.antiquant_offset = nn.Parameter(offset.to(device), False)
+        if linear.bias is not None:
+            mod.bias = nn.Parameter(linear.bias.detach().to(device=device, dtype=dtype), False)
+        if input_scale is not None:
+            mod.input_scale = nn.Parameter(input_scale.detach().to(device=device, dtype=dtype), False)
+        return mod
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = x * self.input_scale
         scale = self.antiquant_scale
         offset = self.antiquant_offset
         if scale.dim() == 2:

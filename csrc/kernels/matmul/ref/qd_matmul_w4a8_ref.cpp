@@ -31,6 +31,10 @@ void w4a8_panels_ref(const W4A8Args& args, int64_t panel_begin, int64_t panel_en
             iacc += (q[kk] - args.zp[r]) * w;
           }
           acc = acc + static_cast<float>(iacc) * scale_at(w4_group_index(L.groups, g, j));
+          if (L.has_zeros) {
+            const int32_t asum = args.rowsum[r * L.groups + g] - args.zp[r] * static_cast<int32_t>(w4_group_len(L));
+            acc = acc + static_cast<float>(asum) * w4_zero_at(args.packed, L, g, j);
+          }
         }
         float y = acc * args.recip[r];
         if (bias) y = y + bias[j];
@@ -60,6 +64,8 @@ void w4a8_panels(Isa isa, const W4A8Args& args, int64_t panel_begin, int64_t pan
 #ifdef QD_HAVE_AVX2
   if (isa == Isa::kAvx2) return w4a8_panels_avx2(args, panel_begin, panel_end);
 #endif
+  // The Arm variants have no zero term yet: asymmetric buffers take the reference there.
+  if (args.L.has_zeros && (isa == Isa::kNeonDotprod || isa == Isa::kNeonI8mm)) return w4a8_panels_ref(args, panel_begin, panel_end);
 #ifdef QD_HAVE_NEON_DOTPROD
   if (isa == Isa::kNeonDotprod) return w4a8_panels_neon_dotprod(args, panel_begin, panel_end);
 #endif

@@ -60,6 +60,7 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
       for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(d + q * 8), dot[r][q]);
       const int32_t rs8 = 8 * args.rowsum[(r0 + r) * L.groups + g];
       const int32_t zp = args.zp[r0 + r];
+      const float asum = static_cast<float>(args.rowsum[(r0 + r) * L.groups + g] - zp * static_cast<int32_t>(w4_group_len(L)));
       for (int64_t c = 0; c < kW4PanelCols; ++c) {
         const int64_t idx = w4_group_index(L.groups, g, p * kW4PanelCols + c);
         const int32_t cs = cs16 ? reinterpret_cast<const int16_t*>(args.packed + L.off_colsum)[idx]
@@ -67,6 +68,7 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
         const float s = L.scales_bf16 ? bf16_to_f32(reinterpret_cast<const uint16_t*>(args.packed + L.off_scales)[idx])
                                       : reinterpret_cast<const float*>(args.packed + L.off_scales)[idx];
         acc[r][c] = acc[r][c] + static_cast<float>(d[c] - rs8 - zp * cs) * s;
+        if (L.has_zeros) acc[r][c] = acc[r][c] + asum * w4_zero_at(args.packed, L, g, p * kW4PanelCols + c);
       }
     }
   }

@@ -46,16 +46,18 @@ inline void load_colsums(const W4A8Args& args, bool cs16, int64_t p, int64_t g, 
   }
 }
 
-// The scales of group g, panel p, as fp32 (bf16 -> fp32 is exact: the bits move up 16 places).
-inline void load_scales(const W4A8Args& args, int64_t p, int64_t g, __m512 s[2]) {
+// The scales (or, from off_zeros, the zeros) of group g, panel p, as fp32 (bf16 -> fp32 is
+// exact: the bits move up 16 places).
+inline void load_scales(const W4A8Args& args, int64_t p, int64_t g, __m512 s[2], bool zeros = false) {
   const W4Layout& L = args.L;
   const int64_t at = w4_group_index(L.groups, g, p * kW4PanelCols);
+  const int64_t off = zeros ? L.off_zeros : L.off_scales;
   if (L.scales_bf16) {
-    const __m256i* b = reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(args.packed + L.off_scales) + at);
+    const __m256i* b = reinterpret_cast<const __m256i*>(reinterpret_cast<const uint16_t*>(args.packed + off) + at);
     s[0] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b)), 16));
     s[1] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(b + 1)), 16));
   } else {
-    const float* f = reinterpret_cast<const float*>(args.packed + L.off_scales) + at;
+    const float* f = reinterpret_cast<const float*>(args.packed + off) + at;
     s[0] = _mm512_loadu_ps(f);
     s[1] = _mm512_loadu_ps(f + 16);
   }
@@ -82,6 +84,22 @@ inline void store_row(const W4A8Args& args, int64_t row, int64_t p, int64_t cols
   }
 }
 
+// The asymmetric form's zero term of group g: acc += float(mul * asum) * z, asum the
+// group's sum of (q - zp) (mul = 16 in the prefill tile, whose acc is 16 times the
+// reference's: float(16 a) * z = 16 (float(a) * z) exactly).
+template <int MR>
+inline void add_zero_terms(const W4A8Args& args, int64_t r0, int64_t p, int64_t g, int32_t mul, __m512 acc[][2]) {
+  const W4Layout& L = args.L;
+  __m512 z[2];
+  load_scales(args, p, g, z, /*zeros=*/true);
+  const int32_t len = static_cast<int32_t>(w4_group_len(L));
+  for (int r = 0; r < MR; ++r) {
+    const int32_t asum = args.rowsum[(r0 + r) * L.groups + g] - args.zp[r0 + r] * len;
+    const __m512 a = _mm512_set1_ps(static_cast<float>(mul * asum));
+    acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_mul_ps(a, z[0]));
+    acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_mul_ps(a, z[1]));
+  }
+}
 
 // kSumB: derive the column sums from the nibbles with one extra vpdpbusd per
 // operand instead of reading them: for 1-2 rows (decode) the kernel is bound
@@ -143,6 +161,7 @@ void tile(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
         acc[r][h] = _mm512_add_ps(acc[r][h], _mm512_mul_ps(_mm512_cvtepi32_ps(iacc), s[h]));
       }
     }
+    if (L.has_zeros) add_zero_terms<MR>(args, r0, p, g, 1, acc);
   }
   for (int r = 0; r < MR; ++r) store_row(args, r0 + r, p, cols, acc[r]);
 }
@@ -205,6 +224,7 @@ void tile_u8(const W4A8Args& args, int64_t r0, int64_t p, int64_t cols) {
         acc[r][h] = _mm512_add_ps(acc[r][h], _mm512_mul_ps(_mm512_cvtepi32_ps(iacc), s[h]));
       }
     }
+    if (L.has_zeros) add_zero_terms<MR>(args, r0, p, g, 16, acc);
   }
   const __m512 sixteenth = _mm512_set1_ps(1.0f / 16.0f);
   for (int r = 0; r < MR; ++r) {
