@@ -152,7 +152,7 @@ def test_a8w4_every_isa(isa, m, groups, group, n8, with_offset, out, seed):
 @given(isa=st.sampled_from(ISAS), lead=st.sampled_from([(1,), (3,), (2, 5), (17,)]), h8=st.integers(1, 40),
        dtype=st.sampled_from([torch.float16, torch.bfloat16, torch.float32]),
        mode=st.sampled_from(["pertoken", "pertensor", "perchannel", "group_index"]),
-       smooth=st.booleans(), asym=st.booleans(), int4=st.booleans(), dst_max=st.sampled_from([0.0, 1.0, 5.5, 63.0]),
+       smooth=st.booleans(), asym=st.booleans(), int4=st.booleans(), dst_max=st.sampled_from([0.0, 1.0, 5.0, 63.0]),
        zero_row=st.booleans(), device=st.sampled_from(["cpu", "qdev"]), seed=st.integers(0, 2**31 - 1))
 def test_dynamic_quant_every_isa(isa, lead, h8, dtype, mode, smooth, asym, int4, dst_max, zero_row, device, seed):
     """Every quant_mode, smooth scales and MoE group_index, int8 / int4 outputs, symmetric and
@@ -243,7 +243,7 @@ def test_weight_quant_every_isa(isa, m, k32, n, bits, group, layout, dtype, with
 def test_w4a8_every_isa(isa, lead, kg, n, grouped, with_bias, xdtype, device, seed):
     """dyn_quant_matmul_4bit on every variant, batched and bf16 inputs included: bit-exact with
     the emulator of PyTorch's numerics (bf16: the float32 result rounded once)."""
-    from test_w4a8 import emulate, make
+    from test_w4a8 import make
 
     K = 32 * kg
     gs = 32 if grouped else K
@@ -255,5 +255,5 @@ def test_w4a8_every_isa(isa, lead, kg, n, grouped, with_bias, xdtype, device, se
         out = torch_qdev.dyn_quant_matmul_4bit(x.to(device), packed, gs, K, n)
     assert out.shape == (*lead, n) and out.dtype == xdtype
     if x.numel():
-        expected = emulate(x.reshape(-1, K).float(), w_u8, s, gs, K, n, bias).reshape(*lead, n)
+        expected = ref.w4a8_emulate(x.reshape(-1, K).float(), w_u8, s, gs, K, n, bias).reshape(*lead, n)
         assert torch.equal(out.cpu(), expected.to(xdtype))
