@@ -184,3 +184,10 @@ def w4a8_emulate(x, w_u8, scales, gs, K, N, bias=None):
         main = main + acc[:, :, g].float() * s[:, g]
     out = main * recip[:, None]
     return out + bias if bias is not None else out
+
+
+def w4a8_output(fp32, dtype):
+    """The W4A8 result in the input's dtype: bfloat16 truncates the float32 value, as PyTorch."""
+    if dtype == torch.bfloat16:
+        return (fp32.contiguous().view(torch.int32) >> 16 << 16).view(torch.float32).bfloat16()
+    return fp32.to(dtype)

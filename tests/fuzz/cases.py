@@ -675,7 +675,7 @@ def w4_ref(x, weights, scales, bias, bs, K, N):
         return torch.empty(*lead, N, dtype=x.dtype)
     b = bias.reshape(-1).float() if bias is not None else None
     y = qref.w4a8_emulate(xr.float(), weights.reshape(N, K // 2), scales.reshape(N, -1), bs, K, N, b)
-    return y.reshape(*lead, N).to(x.dtype)
+    return qref.w4a8_output(y.reshape(*lead, N), x.dtype)
 
 
 def fam_w4a8(rng, dev):
