@@ -302,11 +302,12 @@ def test_cpu_generator_for_a_qdev_op():
 def test_nz_tensor_round_trips_in_both_formats(zipfile):
     """With _use_new_zipfile_serialization=False an NZ tensor loaded back as garbage."""
     t = torch.randint(-128, 128, (33, 64), dtype=torch.int8)
+    prev_fmt = torch.qdev.config.allow_internal_format
     torch.qdev.config.allow_internal_format = True
     try:
         nz = torch_qdev.npu_format_cast(t.qdev(), 29)
     finally:
-        torch.qdev.config.allow_internal_format = False
+        torch.qdev.config.allow_internal_format = prev_fmt
     assert torch_qdev.get_npu_format(nz) == torch_qdev.Format.FRACTAL_NZ
     buf = io.BytesIO()
     torch.save({"w": nz}, buf, _use_new_zipfile_serialization=zipfile)

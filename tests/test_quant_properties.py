@@ -88,11 +88,12 @@ def test_a8w8_every_isa(isa, m, k, n, b1, b2, layout, kind, per_channel, bias3d,
     if layout == "transposed":
         q2 = x2.transpose(-1, -2).contiguous().to(device).transpose(-1, -2)
     elif layout == "nz":
+        prev_fmt = torch.qdev.config.allow_internal_format
         torch.qdev.config.allow_internal_format = True
         try:
             q2 = torch_qdev.npu_format_cast(q2, 29)
         finally:
-            torch.qdev.config.allow_internal_format = False
+            torch.qdev.config.allow_internal_format = prev_fmt
     kwd = {key: (v.to(device) if isinstance(v, torch.Tensor) else v) for key, v in kw.items()}
     with cpu_isa(isa):
         got = torch_qdev.npu_quant_matmul(x1.to(device), q2, scale.to(device), **kwd)

@@ -800,6 +800,7 @@ def fam_format(rng, dev):
     op = rng.choice(["cast", "cast_", "get", "size"])
 
     def run():
+        prev_fmt = torch.qdev.config.allow_internal_format
         torch.qdev.config.allow_internal_format = True
         try:
             if op == "cast":
@@ -811,7 +812,7 @@ def fam_format(rng, dev):
                 return torch.ops.qdev.get_npu_format(a["t"])
             return torch.ops.qdev.get_storage_size(a["t"])
         finally:
-            torch.qdev.config.allow_internal_format = False
+            torch.qdev.config.allow_internal_format = prev_fmt
 
     def ref():
         t = a["t"]
@@ -1042,11 +1043,12 @@ def fam_serialization(rng, dev):
     desc = f"torch.save/load NZ {shape} zipfile={zipfile}"
 
     def run():
+        prev_fmt = torch.qdev.config.allow_internal_format
         torch.qdev.config.allow_internal_format = True
         try:
             nz = torch_qdev.npu_format_cast(t.to("qdev"), 29)
         finally:
-            torch.qdev.config.allow_internal_format = False
+            torch.qdev.config.allow_internal_format = prev_fmt
         buf = io.BytesIO()
         torch.save(nz, buf, _use_new_zipfile_serialization=zipfile)
         buf.seek(0)
