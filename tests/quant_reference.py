@@ -89,16 +89,18 @@ def dynamic_quant(x, smooth=None, asymmetric=False, dst_max=127.0, dst_min=-128.
     xs = x.to(torch.float32)
     if smooth is not None:
         xs = xs * smooth.to(torch.float32)
+    nan = torch.isnan(xs)  # NaN inputs are left out of the range (std::max/min semantics)
     if asymmetric:
-        mx, mn = xs.amax(-1), xs.amin(-1)
+        mx, mn = torch.where(nan, -torch.inf, xs).amax(-1), torch.where(nan, torch.inf, xs).amin(-1)
         scale = (mx - mn) / (dst_max - dst_min)
         offset = torch.where(scale == 0, torch.zeros_like(scale), dst_max - mx / scale)
         y = torch.where(scale[..., None] == 0, torch.zeros_like(xs),
                         torch.round(xs / scale[..., None] + offset[..., None]))
-        return y.clamp(dst_min, dst_max), scale, offset
-    scale = xs.abs().amax(-1) * torch.tensor(1.0 / dst_max, dtype=torch.float32)
+        return y.nan_to_num(nan=0.0, posinf=dst_max, neginf=dst_min).clamp(dst_min, dst_max), scale, offset
+    scale = torch.where(nan, 0.0, xs.abs()).amax(-1) * torch.tensor(1.0 / dst_max, dtype=torch.float32)
     y = torch.where(scale[..., None] == 0, torch.zeros_like(xs), torch.round(xs / scale[..., None]))
-    return y.clamp(dst_min, dst_max), scale
+    # A NaN quotient (NaN input, or inf / inf) quantizes to 0: defined, and the same in every variant.
+    return y.nan_to_num(nan=0.0, posinf=dst_max, neginf=dst_min).clamp(dst_min, dst_max), scale
 
 
 def _quantize_along(xs, dim, asymmetric, dst_max, dst_min):
@@ -107,16 +109,19 @@ def _quantize_along(xs, dim, asymmetric, dst_max, dst_min):
         shape = list(xs.shape)
         shape[dim] = 1
         return xs.clone(), torch.zeros(shape), torch.zeros(shape)
+    nan = torch.isnan(xs)  # NaN inputs are left out of the range (std::max/min semantics)
     if asymmetric:
-        mx, mn = xs.amax(dim, keepdim=True), xs.amin(dim, keepdim=True)
+        mx = torch.where(nan, -torch.inf, xs).amax(dim, keepdim=True)
+        mn = torch.where(nan, torch.inf, xs).amin(dim, keepdim=True)
         scale = (mx - mn) / (dst_max - dst_min)
         offset = torch.where(scale == 0, torch.zeros_like(scale), dst_max - mx / scale)
         y = torch.where(scale == 0, torch.zeros_like(xs), torch.round(xs / scale + offset))
     else:
-        scale = xs.abs().amax(dim, keepdim=True) * torch.tensor(1.0 / dst_max, dtype=torch.float32)
+        scale = torch.where(nan, 0.0, xs.abs()).amax(dim, keepdim=True) * torch.tensor(1.0 / dst_max,
+                                                                                      dtype=torch.float32)
         offset = torch.zeros_like(scale)
         y = torch.where(scale == 0, torch.zeros_like(xs), torch.round(xs / scale))
-    return y.clamp(dst_min, dst_max), scale, offset
+    return y.nan_to_num(nan=0.0, posinf=dst_max, neginf=dst_min).clamp(dst_min, dst_max), scale, offset
 
 
 def dynamic_quant_modes(x, smooth=None, group_index=None, asymmetric=False, mode="pertoken", dst_max=127.0,
@@ -146,3 +151,43 @@ def dynamic_quant_modes(x, smooth=None, group_index=None, asymmetric=False, mode
         y, s, o = _quantize_along(xs, -2, asymmetric, dst_max, dst_min)
         s, o = s.squeeze(-2), o.squeeze(-2)
     return y, s, o
+
+
+# W4A8 dynamic (aten::_dyn_quant_matmul_4bit numerics, w4_dynamic.md §2)
+
+def w4a8_quant_rows(x):
+    """Per-row asymmetric int8 with the nudged zero point (§2.1)."""
+    x = x.float()
+    mn, mx = x.min(1).values, x.max(1).values
+    rmin, rmax = torch.minimum(torch.zeros_like(mn), mn), torch.maximum(torch.zeros_like(mx), mx)
+    scale = torch.where(rmin == rmax, torch.ones_like(rmin), torch.tensor(255.0) / (rmax - rmin))
+    recip = torch.where(scale != 0, 1.0 / scale, torch.zeros_like(scale))
+    dmin, dmax = rmin * scale, rmax * scale
+    zp = torch.where(((-128.0 + dmin) + (127.0 + dmax)) > 0, -128.0 - dmin, 127.0 - dmax).clamp(-128, 127)
+    nzp = torch.round(zp).to(torch.int64)
+    v = (x * scale[:, None]).double()
+    q = ((torch.sign(v) * torch.floor(v.abs() + 0.5)).to(torch.int64) + nzp[:, None]).clamp(-128, 127)
+    return q, nzp, recip
+
+
+def w4a8_emulate(x, w_u8, scales, gs, K, N, bias=None):
+    """§2.2–2.3: exact int32 per-group sums, sequential fp32 group accumulation, then recip, bias."""
+    q, nzp, recip = w4a8_quant_rows(x)
+    lo, hi = (w_u8 & 0xF).to(torch.int64), (w_u8 >> 4).to(torch.int64)
+    w = torch.stack([lo, hi], -1).reshape(N, K) - 8
+    a = q - nzp[:, None]
+    G = K // gs
+    acc = torch.einsum("mgk,ngk->mng", a.reshape(-1, G, gs).double(), w.reshape(N, G, gs).double()).to(torch.int64)
+    s = scales.float().reshape(N, G)
+    main = torch.zeros(x.shape[0], N)
+    for g in range(G):
+        main = main + acc[:, :, g].float() * s[:, g]
+    out = main * recip[:, None]
+    return out + bias if bias is not None else out
+
+
+def w4a8_output(fp32, dtype):
+    """The W4A8 result in the input's dtype: bfloat16 truncates the float32 value, as PyTorch."""
+    if dtype == torch.bfloat16:
+        return (fp32.contiguous().view(torch.int32) >> 16 << 16).view(torch.float32).bfloat16()
+    return fp32.to(dtype)

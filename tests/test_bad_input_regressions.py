@@ -302,12 +302,12 @@ def test_cpu_generator_for_a_qdev_op():
 def test_nz_tensor_round_trips_in_both_formats(zipfile):
     """With _use_new_zipfile_serialization=False an NZ tensor loaded back as garbage."""
     t = torch.randint(-128, 128, (33, 64), dtype=torch.int8)
-    previous = torch.qdev.config.allow_internal_format
+    prev_fmt = torch.qdev.config.allow_internal_format
     torch.qdev.config.allow_internal_format = True
     try:
         nz = torch_qdev.npu_format_cast(t.qdev(), 29)
     finally:
-        torch.qdev.config.allow_internal_format = previous
+        torch.qdev.config.allow_internal_format = prev_fmt
     assert torch_qdev.get_npu_format(nz) == torch_qdev.Format.FRACTAL_NZ
     buf = io.BytesIO()
     torch.save({"w": nz}, buf, _use_new_zipfile_serialization=zipfile)
@@ -316,3 +316,24 @@ def test_nz_tensor_round_trips_in_both_formats(zipfile):
     assert back.device.type == "qdev" and torch.equal(back.cpu(), t)
     buf.seek(0)
     assert torch.equal(torch.load(buf, map_location="cpu", weights_only=True)["w"], t)
+
+
+@pytest.mark.parametrize("row", [[float("inf"), 1.0, 2.0, -3.0] * 5, [float("nan"), 1.0, 2.0, -3.0] * 5,
+                                 [1.0, 2.0, 3.0] * 6 + [float("nan")], [float("-inf"), 1.0, 2.0, 3.0] * 5])
+@pytest.mark.parametrize("asym", [False, True])
+def test_non_finite_inputs_quantize_alike_on_every_isa(row, asym):
+    """A NaN quotient (NaN input, inf / inf) was -128 with the AVX-512 row kernel and 0 (through
+    an undefined float-to-int cast) elsewhere; a NaN in the last 16 lanes could make the AVX-512
+    scale NaN. Now: NaN inputs are left out of the range and quantize to 0, in every variant."""
+    x = torch.tensor([row] * 3)
+    op = torch_qdev.npu_dynamic_quant_asymmetric if asym else torch_qdev.npu_dynamic_quant
+    expected = ref.dynamic_quant(x, asymmetric=asym)
+    previous = torch_qdev._C._get_cpu_isa()
+    try:
+        for isa in torch_qdev._C._supported_cpu_isas():
+            torch_qdev._C._set_cpu_isa(isa)
+            got = op(x)
+            assert torch.equal(got[0], expected[0].to(torch.int8)), isa
+            assert torch.allclose(got[1], expected[1], equal_nan=True), isa
+    finally:
+        torch_qdev._C._set_cpu_isa(previous)

@@ -10,39 +10,9 @@ from hypothesis import given, settings, strategies as st
 from torch.testing._internal.common_quantization import _group_quantize_tensor_symmetric
 
 import torch_qdev
+from quant_reference import w4a8_emulate as emulate, w4a8_quant_rows as quant_rows  # noqa: F401
 
 ISAS = torch_qdev._C._supported_cpu_isas()
-
-
-def quant_rows(x):
-    """Per-row asymmetric int8 with the nudged zero point (§2.1)."""
-    x = x.float()
-    mn, mx = x.min(1).values, x.max(1).values
-    rmin, rmax = torch.minimum(torch.zeros_like(mn), mn), torch.maximum(torch.zeros_like(mx), mx)
-    scale = torch.where(rmin == rmax, torch.ones_like(rmin), torch.tensor(255.0) / (rmax - rmin))
-    recip = torch.where(scale != 0, 1.0 / scale, torch.zeros_like(scale))
-    dmin, dmax = rmin * scale, rmax * scale
-    zp = torch.where(((-128.0 + dmin) + (127.0 + dmax)) > 0, -128.0 - dmin, 127.0 - dmax).clamp(-128, 127)
-    nzp = torch.round(zp).to(torch.int64)
-    v = (x * scale[:, None]).double()
-    q = ((torch.sign(v) * torch.floor(v.abs() + 0.5)).to(torch.int64) + nzp[:, None]).clamp(-128, 127)
-    return q, nzp, recip
-
-
-def emulate(x, w_u8, scales, gs, K, N, bias=None):
-    """§2.2–2.3: exact int32 per-group sums, sequential fp32 group accumulation, then recip, bias."""
-    q, nzp, recip = quant_rows(x)
-    lo, hi = (w_u8 & 0xF).to(torch.int64), (w_u8 >> 4).to(torch.int64)
-    w = torch.stack([lo, hi], -1).reshape(N, K) - 8
-    a = q - nzp[:, None]
-    G = K // gs
-    acc = torch.einsum("mgk,ngk->mng", a.reshape(-1, G, gs).double(), w.reshape(N, G, gs).double()).to(torch.int64)
-    s = scales.float().reshape(N, G)
-    main = torch.zeros(x.shape[0], N)
-    for g in range(G):
-        main = main + acc[:, :, g].float() * s[:, g]
-    out = main * recip[:, None]
-    return out + bias if bias is not None else out
 
 
 def make(K, N, gs, seed=0, with_bias=False):

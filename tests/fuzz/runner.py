@@ -130,12 +130,13 @@ def child_main(seeds: list[int]) -> None:
     start = {d: torch.qdev.memory_allocated(d) for d in range(torch.qdev.device_count())}
     selftest = dict(kv.split("=") for kv in os.environ.get("QDEV_FUZZ_SELFTEST", "").split(",") if kv)
     for seed in seeds:
+        t0 = time.perf_counter()
         if str(seed) == selftest.get("crash"):  # the runner's own test: a case that kills its process
             os.abort()
         if str(seed) == selftest.get("hang"):
             time.sleep(3600)
         r = run_case(seed)
-        gc.collect()
+        r["ms"] = round(1000 * (time.perf_counter() - t0), 1)
         print(json.dumps(r), flush=True)
     print(json.dumps({"health": health(start)}), flush=True)
 

@@ -49,11 +49,12 @@ DqPlan plan_dynamic_quant(const at::Tensor& x, const std::optional<at::Tensor>& 
     TORCH_CHECK(x.size(-1) % 8 == 0, "Input shape last dim must be divded by 8 when int4 quantization");
   }
   if (dst_type_max != 0.0) {
-    // An override of the output's maximum can only narrow the integer range: (0, 127] for
-    // int8, (0, 7] for int4 (CANN's wider values are for its float8/hifloat8 outputs).
-    TORCH_CHECK(std::isfinite(dst_type_max) && dst_type_max > 0.0 && dst_type_max <= p.dst_max,
-                "npu_dynamic_quant: dst_type_max must be 0 (the output dtype's maximum) or in (0, ", p.dst_max,
-                "] for ", p.int4 ? "int4" : "int8", " output, but it is ", dst_type_max);
+    // An override of the output's maximum can only narrow the integer range: an integer in
+    // [1, 127] for int8, [1, 7] for int4 (CANN's wider values are for its float8/hifloat8 outputs).
+    TORCH_CHECK(std::isfinite(dst_type_max) && dst_type_max >= 1.0 && dst_type_max <= p.dst_max &&
+                    dst_type_max == std::floor(dst_type_max),
+                "npu_dynamic_quant: dst_type_max must be 0 (the output dtype's maximum) or an integer in [1, ",
+                p.dst_max, "] for ", p.int4 ? "int4" : "int8", " output, but it is ", dst_type_max);
     p.dst_max = static_cast<float>(dst_type_max);
     p.dst_min = -p.dst_max - 1.0f;
   }
@@ -139,7 +140,7 @@ void quantize(const float* xs, int64_t n, int64_t stride, const Group& g, const 
       v = xs[i * stride] / g.scale;
       if (asym) v = v + g.offset;
       v = std::nearbyint(v);
-      v = std::min(std::max(v, p.dst_min), p.dst_max);
+      v = std::isnan(v) ? 0.0f : std::min(std::max(v, p.dst_min), p.dst_max);  // NaN -> 0, as the row kernels
     }
     q[i * stride] = static_cast<int32_t>(v);
   }

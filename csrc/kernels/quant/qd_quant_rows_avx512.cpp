@@ -43,9 +43,11 @@ void quant_rows_avx512(const QuantRowsArgs& a, int64_t row_begin, int64_t row_en
       const __mmask16 m = tail_mask(a.h - i);
       __m512 v = load16(a, r, i, m);
       if (a.smooth) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(m, a.smooth + i));
-      vmax = _mm512_mask_max_ps(vmax, m, vmax, v);
-      vmin = _mm512_mask_min_ps(vmin, m, vmin, v);
-      vamax = _mm512_mask_max_ps(vamax, m, vamax, _mm512_abs_ps(v));
+      // v first: max/min return their second operand for a NaN, so a NaN v keeps the
+      // accumulator, as std::max(acc, v) does in the reference.
+      vmax = _mm512_mask_max_ps(vmax, m, v, vmax);
+      vmin = _mm512_mask_min_ps(vmin, m, v, vmin);
+      vamax = _mm512_mask_max_ps(vamax, m, _mm512_abs_ps(v), vamax);
     }
     const float mx = _mm512_reduce_max_ps(vmax), mn = _mm512_reduce_min_ps(vmin);
     const float amax = _mm512_reduce_max_ps(vamax);
@@ -64,6 +66,7 @@ void quant_rows_avx512(const QuantRowsArgs& a, int64_t row_begin, int64_t row_en
         v = _mm512_div_ps(v, vs);
         if (a.asymmetric) v = _mm512_add_ps(v, vo);
         v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);  // NaN -> 0, as the reference
         v = _mm512_min_ps(_mm512_max_ps(v, lo), hi);
         _mm512_mask_cvtsepi32_storeu_epi8(q + i, m, _mm512_cvtps_epi32(v));
       }

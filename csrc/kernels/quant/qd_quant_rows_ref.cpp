@@ -48,7 +48,8 @@ void quant_rows_ref(const QuantRowsArgs& a, int64_t row_begin, int64_t row_end) 
         if (a.smooth) x = x * a.smooth[i];
         v = x / scale;
         if (a.asymmetric) v = v + offset;
-        v = std::min(std::max(std::nearbyint(v), a.dst_min), a.dst_max);
+        // A NaN quotient (a NaN input, or inf / inf) quantizes to 0 in every variant.
+        v = std::isnan(v) ? 0.0f : std::min(std::max(std::nearbyint(v), a.dst_min), a.dst_max);
       }
       a.q[r * a.ldq + i] = static_cast<int8_t>(v);
     }

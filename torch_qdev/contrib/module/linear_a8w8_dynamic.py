@@ -61,6 +61,8 @@ class LinearA8W8Dynamic(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"LinearA8W8Dynamic: expected a Tensor input, but got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise RuntimeError(f"LinearA8W8Dynamic: expected input with last dimension {self.in_features}, "
                                f"but got input of shape {tuple(x.shape)}")

@@ -51,6 +51,8 @@ class LinearQuant(nn.Module):
         self.output_dtype = output_dtype
 
     def _check_types(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}: expected a Tensor input, but got {type(x).__name__}")
         if not ((x.dtype == torch.int32 and self.weight.dtype == torch.int32) or
                 (x.dtype == torch.int8 and self.weight.dtype == torch.int8)):
             raise _type_error(x, self.weight)

@@ -101,6 +101,8 @@ class LinearW4A8Dynamic(nn.Module):
         return mod
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"LinearW4A8Dynamic: expected a Tensor input, but got {type(x).__name__}")
         dtype = x.dtype
         if dtype not in (torch.float32, torch.bfloat16, torch.float16):
             # An integer or bool input would be computed in float and truncated back to its dtype.
