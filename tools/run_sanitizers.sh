@@ -5,10 +5,10 @@
 #   2. the same for the device runtime (third_party/qdrt) and its whole ctest suite;
 #   3. ThreadSanitizer: qdrt's stream, event and concurrency tests (worker threads, events, host
 #      tasks, many host threads at once).
+#   4. the Python extension under ASan: a slice of pytest with libasan preloaded (see "python" below).
 # Each is its own small CMake build (-O1 -g, only what the tests need) under build/sanitizers/,
 # reused between runs. Findings abort at once (-fno-sanitize-recover=all, halt_on_error=1).
-# The Python extension under ASan is not run here: see README ("Sanitizers") for why.
-# Usage: tools/run_sanitizers.sh [asan|tsan]...   (default: both)
+# Usage: tools/run_sanitizers.sh [asan|tsan|python|python-instrumented]...   (default: asan tsan python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=build/sanitizers
@@ -20,8 +20,16 @@ if command -v ninja >/dev/null || [ -x .venv/bin/ninja ]; then
   command -v ninja >/dev/null || generator+=("-DCMAKE_MAKE_PROGRAM=$PWD/.venv/bin/ninja")
 fi
 jobs=${MAX_JOBS:-2}
+# The pytest slice for the python steps (QDEV_SAN_PYTEST overrides): copies, memory, streams,
+# formats, DLPack and the quantized ops with their error paths.
+# Three tests assert the caching allocator's block reuse, which the slice turns off.
+python_slice="tests/test_copy_views.py tests/test_memory.py tests/test_streams_events.py tests/test_dlpack.py
+  tests/test_errors.py tests/test_format_cast.py tests/test_quant_ops.py tests/test_w4a8.py tests/test_weight_quant.py
+  tests/test_a8w4.py --deselect tests/test_memory.py::test_freed_blocks_are_cached_and_reused
+  --deselect tests/test_memory.py::test_oom_frees_cache_and_retries
+  --deselect tests/test_streams_events.py::test_record_stream_delays_reuse_until_the_stream_is_done"
 steps=("$@")
-((${#steps[@]})) || steps=(asan tsan)
+((${#steps[@]})) || steps=(asan tsan python)
 
 # float-cast-overflow is not part of GCC's -fsanitize=undefined; a NaN or huge float converted to an
 # integer in the scalar reference would be exactly the silent wrong result the issue is about.
@@ -71,8 +79,50 @@ for step in "${steps[@]}"; do
     done
     echo "[san] TSan clean ($((SECONDS - t0)) s)"
     ;;
+  python | python-instrumented)
+    # The Python extension under ASan, in the uninstrumented interpreter: libasan is preloaded, with
+    # libstdc++ (else its __cxa_throw interceptor finds nothing to wrap and aborts at the first C++
+    # exception). PYTORCH_NO_QDEV_MEMORY_CACHING=1 makes every qdev tensor its own allocation with
+    # redzones, and freed blocks go to ASan's quarantine instead of the cache. "python" uses the
+    # normal build (run.py test's), so only what ASan intercepts is checked (memcpy/memset/free:
+    # copies, the allocator, the runtime); "python-instrumented" first builds the whole extension
+    # with ASan+UBSan (slow: ~15 min of compiling on 2 cores) and checks every access.
+    t0=$SECONDS
+    py=$PWD/.venv/bin/python
+    [ -x "$py" ] || { echo "[san] $py missing: run python3 run.py test first" >&2; exit 1; }
+    pythonpath=${PYTHONPATH:-}
+    if [ "$step" = python-instrumented ]; then
+      echo "[san] building the extension with ASan+UBSan"
+      pkg=$PWD/$root/pkg
+      mkdir -p "$pkg"
+      rm -rf "$pkg/torch_qdev"
+      cp -r torch_qdev "$pkg/torch_qdev"
+      rm -rf "$pkg/torch_qdev/lib" "$pkg"/torch_qdev/_C*.so
+      configure . "$root/ext-asan" "$asan_flags -fno-sanitize=vptr" -DQDEV_BUILD_TESTS=OFF -DQDEV_TORCH_CUDA= \
+        "-DCMAKE_PREFIX_PATH=$("$py" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+        "-DPython_EXECUTABLE=$py" "-DCMAKE_INSTALL_PREFIX=$pkg/torch_qdev"
+      "$cmake" --build "$root/ext-asan" -j"$jobs" >/dev/null
+      "$cmake" --install "$root/ext-asan" >/dev/null
+      pythonpath=$pkg${pythonpath:+:$pythonpath}
+    fi
+    preload="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libstdc++.so)"
+    log=$PWD/$root/asan-python
+    rm -f "$log".*
+    # -P: the source tree (cwd) must not shadow PYTHONPATH's instrumented copy. Leaks are not
+    # checked: the interpreter and torch keep their globals at exit.
+    echo "[san] pytest slice under ASan: ${QDEV_SAN_PYTEST:-$python_slice}"
+    # shellcheck disable=SC2086
+    if ! env LD_PRELOAD="$preload" PYTHONPATH="$pythonpath" PYTORCH_NO_QDEV_MEMORY_CACHING=1 \
+        ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0:log_path=$log" \
+        "$py" -P -m pytest -q -p no:cacheprovider ${QDEV_SAN_PYTEST:-$python_slice}; then
+      cat "$log".* 2>/dev/null | head -80
+      exit 1
+    fi
+    if ls "$log".* >/dev/null 2>&1; then cat "$log".*; exit 1; fi
+    echo "[san] Python extension under ASan clean ($((SECONDS - t0)) s)"
+    ;;
   *)
-    echo "usage: $0 [asan|tsan]..." >&2
+    echo "usage: $0 [asan|tsan|python|python-instrumented]..." >&2
     exit 2
     ;;
   esac
