@@ -411,3 +411,18 @@ def test_triton_ops_and_cuda_registration():
                  "dyn_quant_pack_4bit_weight", "dyn_quant_matmul_4bit", "npu_weight_quant_batchmatmul",
                  "npu_convert_weight_to_int4pack"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"qdev::{name}", "CUDA"), name
+    for name in ("npu_quant_matmul", "npu_dynamic_quant", "dyn_quant_matmul_4bit", "npu_weight_quant_batchmatmul"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"qdev::{name}", "AutogradCUDA"), name
+
+
+def test_cpu_compile_unaffected_by_cuda_registration():
+    """register_cuda_kernels touches the CUDA keys only: a compiled CPU graph keeps the CPU op."""
+    tq.register_cuda_kernels("CUDA")
+    gen = torch.Generator().manual_seed(15)
+    x1, x2 = i8(4, 32, gen=gen), i8(32, 16, gen=gen)
+    scale = torch.rand(16, generator=gen)
+
+    def f(a, b, s):
+        return torch_qdev.npu_quant_matmul(a, b, s, output_dtype=torch.bfloat16) * 2
+
+    assert_bits(torch.compile(f, fullgraph=True)(x1, x2, scale), f(x1, x2, scale))
