@@ -9,7 +9,13 @@ import textwrap
 import pytest
 import torch
 
-import torch_qdev  # noqa: F401
+# Triton reads TRITON_INTERPRET when it decorates kernels, and torch.compile imports triton early
+# (through Inductor): without a GPU the whole test process runs Triton's interpreter, so that
+# test_triton_ops.py can check the CUDA target's kernels on CPU tensors whatever ran before it.
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch_qdev  # noqa: F401,E402
 
 QDEV = torch.device("qdev:0")
 

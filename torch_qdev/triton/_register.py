@@ -2,8 +2,10 @@
 kernels) and the CUDA kernels of the ``qdev::*`` ops, which call them.
 
 ``register_cuda_kernels()`` runs when torch_qdev is imported with a CUDA build of torch and
-the triton package present; torch.compile graphs see ``qdev::*`` on CUDA tensors replaced by
-the triton_ops (an Inductor decomposition), so the kernels are visible to Inductor."""
+the triton package present. The qdev:: kernels are also registered for AutogradCUDA, so that a
+traced graph (torch.compile) holds the triton_op in place of ``qdev::*`` on CUDA tensors and
+Inductor sees the kernels. (An Inductor decomposition cannot do this: Inductor refuses an op that
+has both a fallback and a decomposition.)"""
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
@@ -96,37 +98,23 @@ KERNELS = {
 _libs = []
 
 
+# The ops whose kernels are triton_ops: registered for AutogradCUDA too, so that tracing
+# (torch.compile's AOT autograd, export) records the qdev_triton:: triton_op, whose kernels
+# Inductor then sees, instead of an opaque qdev:: call (the Autograd key runs before the tracer).
+TRACED_THROUGH = ("npu_quant_matmul", "npu_dynamic_quant", "npu_dynamic_quant_asymmetric", "dyn_quant_matmul_4bit",
+                  "npu_weight_quant_batchmatmul")
+
+
 def register_cuda_kernels(dispatch_key: str = "CUDA") -> None:
-    """Registers the Triton functions as the qdev:: ops' kernels for dispatch_key (once)."""
+    """Registers the Triton functions as the qdev:: ops' kernels for dispatch_key (once); for
+    "CUDA" also as their AutogradCUDA kernels (see TRACED_THROUGH)."""
     if dispatch_key in _done:
         return
     lib = torch.library.Library("qdev", "IMPL")
     for name, fn in KERNELS.items():
         lib.impl(name, fn, dispatch_key)
+    if dispatch_key == "CUDA":
+        for name in TRACED_THROUGH:
+            lib.impl(name, KERNELS[name], "AutogradCUDA")
     _libs.append(lib)
     _done.add(dispatch_key)
-    if dispatch_key == "CUDA":
-        _register_inductor_decompositions()
-
-
-def _register_inductor_decompositions() -> None:
-    """Under torch.compile, qdev::op on CUDA tensors becomes the qdev_triton:: triton_op, whose
-    kernels Inductor sees (and fuses around); other devices keep the op."""
-    try:
-        from torch._inductor.decomposition import decompositions
-    except Exception:  # Inductor unavailable: eager and other backends still work
-        return
-    pairs = {
-        torch.ops.qdev.npu_quant_matmul.default: _cuda_quant_matmul,
-        torch.ops.qdev.npu_dynamic_quant.default: _cuda_dynamic_quant,
-        torch.ops.qdev.npu_dynamic_quant_asymmetric.default: _cuda_dynamic_quant_asym,
-        torch.ops.qdev.dyn_quant_matmul_4bit.default: KERNELS["dyn_quant_matmul_4bit"],
-        torch.ops.qdev.npu_weight_quant_batchmatmul.default: KERNELS["npu_weight_quant_batchmatmul"],
-    }
-    for op, fn in pairs.items():
-        def decomp(*args, _fn=fn, **kwargs):
-            first = args[0] if args else next(iter(kwargs.values()))
-            if isinstance(first, torch.Tensor) and first.device.type == "cuda":
-                return _fn(*args, **kwargs)
-            return NotImplemented
-        decompositions.setdefault(op, decomp)

@@ -256,7 +256,7 @@ def _w4a8_kernel(q_ptr, zp_ptr, recip_ptr, w_ptr, scale_ptr, colsum_ptr, bias_pt
 # accumulator per tile).
 W4_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
               for bm, bn, w, s in [(16, 32, 4, 4), (16, 64, 4, 4), (16, 128, 4, 3), (64, 64, 4, 3),
-                                   (64, 128, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3)]]
+                                   (64, 128, 8, 3), (128, 64, 4, 3), (128, 64, 8, 3)]]
 _w4_tuned = None
 
 
