@@ -170,6 +170,22 @@ class _QcclBase(MultiProcessTestCase):
         big = torch.empty(w * 5, dtype=torch.bfloat16, device=device)
         dist.all_gather_into_tensor(big, rank_tensor(r, 5, torch.bfloat16, device))
         self.assertTrue(torch.equal(big.cpu(), torch.cat([rank_tensor(i, 5, torch.bfloat16, "cpu") for i in range(w)])))
+        single = torch.empty(w * 3, dtype=torch.int32, device=device)
+        dist.all_gather_single(single, rank_tensor(r, 3, torch.int32, device))
+        self.assertTrue(torch.equal(single.cpu(), torch.cat([rank_tensor(i, 3, torch.int32, "cpu") for i in range(w)])))
+        # reduce, gather, scatter to/from rank 1
+        t = rank_tensor(r, 5, torch.float32, device)
+        dist.reduce(t, 1)
+        if r == 1:
+            self.assertTrue(torch.equal(t.cpu(), sum(rank_tensor(i, 5, torch.float32, "cpu") for i in range(w))))
+        got = [torch.empty(4, device=device) for _ in range(w)] if r == 1 else None
+        dist.gather(rank_tensor(r, 4, torch.float32, device), got, dst=1)
+        if r == 1:
+            for i, g in enumerate(got):
+                self.assertTrue(torch.equal(g.cpu(), rank_tensor(i, 4, torch.float32, "cpu")))
+        out = torch.empty(4, device=device)
+        dist.scatter(out, [rank_tensor(i, 4, torch.float32, device, salt=5) for i in range(w)] if r == 1 else None, src=1)
+        self.assertTrue(torch.equal(out.cpu(), rank_tensor(r, 4, torch.float32, "cpu", salt=5)))
         # reduce_scatter, reduce_scatter_tensor
         full = [rank_tensor(r, 4, torch.float32, device, salt=j) for j in range(w)]
         out = torch.empty(4, device=device)
