@@ -108,17 +108,6 @@ def test_fractal_nz_rejected(world_of_one):
     assert torch.equal(nd.cpu(), w.cpu())
 
 
-def test_waits_for_queued_copy(world_of_one):
-    # A non_blocking host->qdev copy is queued on the current stream; qccl must wait for it.
-    src = torch.full((1 << 22,), 3.0).pin_memory()
-    for _ in range(3):
-        dst = torch.zeros(1 << 22, device="qdev")
-        dst.copy_(src, non_blocking=True)
-        work = dist.all_reduce(dst, async_op=True)
-        work.wait()
-        assert bool((dst.cpu() == 3.0).all())
-
-
 def test_npu_mm_all_reduce_base_errors(world_of_one):
     pg = dist.group.WORLD
     x = torch.randn(4, 64, dtype=torch.bfloat16, device="qdev")
@@ -273,6 +262,17 @@ class QcclCollectivesTest(_QcclBase):
         self.assertTrue(torch.equal(g.cpu(), torch.cat([rank_tensor(i, 6, torch.float32, "cpu") for i in range(w)])))
         rs = fc.reduce_scatter_tensor(torch.cat([x] * w), "sum", 0, group)
         self.assertTrue(torch.equal(rs.cpu(), sum(rank_tensor(i, 6, torch.float32, "cpu") for i in range(w))))
+        # qccl waits for the current stream: a queued non_blocking copy lands before gloo reads.
+        # The stream is kept busy with big copies first, so without the wait gloo sees zeros.
+        src_big = torch.ones(1 << 24).pin_memory()
+        sink = torch.empty(1 << 24, device="qdev")
+        src = torch.full((1 << 16,), float(r + 1)).pin_memory()
+        dst = torch.zeros(1 << 16, device="qdev")
+        for _ in range(6):
+            sink.copy_(src_big, non_blocking=True)
+        dst.copy_(src, non_blocking=True)
+        dist.all_reduce(dst)
+        self.assertEqual(dst.cpu().unique().tolist(), [float(sum(range(1, w + 1)))])
         dist.destroy_process_group()
 
     def test_default_init_without_backend(self):
