@@ -179,10 +179,15 @@ def launch(argv: list[str]) -> int:
     env = dict(os.environ)
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env.setdefault("QDEV_DEVICE_COUNT", str(max(args.tp, 2)))
-    rest = [a for a in argv if not a.startswith("--tp")]
-    if "--tp" in argv:  # drop "--tp N"
-        i = argv.index("--tp")
-        rest = argv[:i] + argv[i + 2:]
+    rest, skip = [], False  # argv without "--tp N" / "--tp=N"
+    for a in argv:
+        if skip or a.startswith("--tp="):
+            skip = False
+            continue
+        if a == "--tp":
+            skip = True
+            continue
+        rest.append(a)
     if args.threads is None:
         rest += ["--threads", str(max(1, (os.cpu_count() or 1) // args.tp))]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(args.tp),
