@@ -34,8 +34,9 @@ MODELS = {
 CONFIGS = ("a8w8", "w4a8", "a16w8", "a16w4", "none")
 
 
-def build_model(size: str, layers: Optional[int], seed: int):
-    """A random-weight LlamaForCausalLM, the same on every rank (seeded CPU generator)."""
+def build_model(size: str, layers: Optional[int], seed: int, std: Optional[float] = None):
+    """A random-weight LlamaForCausalLM, the same on every rank (seeded CPU generator); weights
+    ~ N(0, std), by default Llama's initializer_range (0.02)."""
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -57,7 +58,7 @@ def build_model(size: str, layers: Optional[int], seed: int):
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
             else:
-                p.normal_(0.0, cfg.initializer_range, generator=gen)
+                p.normal_(0.0, cfg.initializer_range if std is None else std, generator=gen)
     return model
 
 
@@ -110,7 +111,7 @@ def run_rank(args) -> int:
     config, dtype = quant_config(args.config), model_dtype(args.config)
     warnings.filterwarnings("ignore", category=UserWarning)
 
-    base = build_model(args.model, args.layers, args.seed).to(dtype)
+    base = build_model(args.model, args.layers, args.seed, args.init_std).to(dtype)
     prompt = torch.randint(0, base.config.vocab_size, (1, args.prompt_len),
                            generator=torch.Generator().manual_seed(args.seed + 1)).to(device)
     reference = None
@@ -161,6 +162,8 @@ def parse(argv):
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-std", type=float, default=0.1,
+                   help="std of the random weights (default 0.1: with Llama's 0.02 a random model repeats one token)")
     p.add_argument("--threads", type=int, default=None, help="torch threads per rank (default: cores / ranks)")
     p.add_argument("--port", type=int, default=29517, help="rendezvous port on 127.0.0.1")
     p.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
@@ -176,10 +179,15 @@ def launch(argv: list[str]) -> int:
     env = dict(os.environ)
     env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env.setdefault("QDEV_DEVICE_COUNT", str(max(args.tp, 2)))
-    rest = [a for a in argv if not a.startswith("--tp")]
-    if "--tp" in argv:  # drop "--tp N"
-        i = argv.index("--tp")
-        rest = argv[:i] + argv[i + 2:]
+    rest, skip = [], False  # argv without "--tp N" / "--tp=N"
+    for a in argv:
+        if skip or a.startswith("--tp="):
+            skip = False
+            continue
+        if a == "--tp":
+            skip = True
+            continue
+        rest.append(a)
     if args.threads is None:
         rest += ["--threads", str(max(1, (os.cpu_count() or 1) // args.tp))]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(args.tp),

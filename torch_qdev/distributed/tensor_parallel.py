@@ -53,7 +53,7 @@ def _all_gather_last(y: torch.Tensor, group, world: int) -> torch.Tensor:
     """Concatenates every rank's ``y`` along the last dimension."""
     y = y.contiguous()
     parts = torch.empty((world * y.shape[0], *y.shape[1:]), dtype=y.dtype, device=y.device)
-    dist.all_gather_into_tensor(parts, y, group=group)  # gloo takes the concatenated form only
+    dist.all_gather_single(parts, y, group=group)  # gloo takes the concatenated form only
     parts = parts.view(world, *y.shape)
     return torch.movedim(parts, 0, -2).reshape(*y.shape[:-1], world * y.shape[-1])
 
