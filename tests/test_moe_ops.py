@@ -254,8 +254,9 @@ def test_gmm_w4a8(device, groups, counts):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nd", "transposed"])
-@pytest.mark.parametrize("counts", [(1, 0, 2, 1), (12, 0, 3, 9)])
-def test_gmm_w8a16(device, dtype, layout, counts):
+@pytest.mark.parametrize("counts", [(1, 0, 2, 1), (12, 0, 3, 20)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gmm_w8a16(device, dtype, layout, counts, with_bias):
     g = _gen(9)
     E, K, N = 4, 64, 40
     x = torch.randn(sum(counts), K, generator=g).to(dtype)
@@ -263,8 +264,9 @@ def test_gmm_w8a16(device, dtype, layout, counts):
     ws = (torch.rand(E, 1, N, generator=g) * 0.02).to(dtype)
     wo = torch.randn(E, 1, N, generator=g).to(dtype)
     bias = torch.randn(E, N, generator=g).to(dtype if dtype == torch.float16 else torch.float32)
+    bias = bias if with_bias else None
     wt = w.to(device) if layout == "nd" else w.transpose(1, 2).contiguous().to(device).transpose(1, 2)
-    out = torch_qdev.npu_grouped_matmul([x.to(device)], [wt], bias=[bias.to(device)],
+    out = torch_qdev.npu_grouped_matmul([x.to(device)], [wt], bias=None if bias is None else [bias.to(device)],
                                         antiquant_scale=[ws.reshape(E, N).to(device)],
                                         antiquant_offset=[wo.reshape(E, N).to(device)],
                                         group_list=torch.tensor(counts).cumsum(0).to(device), split_item=2,
@@ -585,3 +587,24 @@ def test_norm_act_errors_and_opcheck():
                               dict(weight_scale=d(torch.rand(2, 8)), activation_scale=d(torch.rand(5)),
                                    group_index=d(torch.tensor([2, 3])), quant_mode=1))
         torch.library.opcheck(torch.ops.qdev.npu_swiglu.default, (d(x),))
+
+
+def test_gmm_w4a8_nz_weight_cache_follows_writes_and_scales():
+    g = _gen(15)
+    E, K, N, counts = 3, 64, 32, [2, 0, 3]
+    x = torch.randint(-128, 128, (5, K), dtype=torch.int8, generator=g)
+    wv = torch.randint(-8, 8, (E, K, N), dtype=torch.int8, generator=g)
+    w_nz = torch_qdev.npu_format_cast(pack_int4(wv).qdev(), 29)
+    scale = (torch.rand(E, 1, N, generator=g) * 1e-2).qdev()
+    pts = torch.rand(5, generator=g)
+    run = lambda: torch_qdev.npu_grouped_matmul(
+        [x.qdev()], [w_nz], scale=[scale], per_token_scale=[pts.qdev()], group_list=torch.tensor(counts).qdev(),
+        split_item=3, group_type=0, group_list_type=1, output_dtype=torch.float16)[0].cpu()
+    want = lambda: torch.cat(ref_w4a8(x, pack_int4(wv), counts, scale.cpu(), pts, None, torch.float16), 0)
+    torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)   # from the cache
+    scale.mul_(2)                                                      # new scales: repacked
+    torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)
+    wv[2] = 7 - wv[2]                                                  # new weights: repacked
+    w_nz.copy_(pack_int4(wv).qdev())
+    torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)
