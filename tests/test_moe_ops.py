@@ -608,3 +608,56 @@ def test_gmm_w4a8_nz_weight_cache_follows_writes_and_scales():
     wv[2] = 7 - wv[2]                                                  # new weights: repacked
     w_nz.copy_(pack_int4(wv).qdev())
     torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)
+
+
+# --- static quantization -------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("xdt", [torch.float32, torch.float16, torch.bfloat16])
+def test_npu_quantize(device, xdt):
+    g = _gen(40)
+    x = (torch.randn(3, 5, 16, generator=g) * 4).to(xdt)
+    # div_mode: per channel along axis 1 (size 5), int8 / uint8 / int32 outputs, int32 zero points
+    s = torch.rand(5, generator=g) + 0.05
+    z = torch.randint(-3, 3, (5,), generator=g).to(torch.int32)
+    v = x.float() / s[:, None] + z[:, None].float()
+    for dt, lo, hi, out in ((torch.qint8, -128, 127, torch.int8), (torch.quint8, 0, 255, torch.uint8),
+                            (torch.int32, -2**31, 2**31 - 1, torch.int32)):
+        y = torch_qdev.npu_quantize(x.to(device), s.to(device), z.to(device), dt, axis=1)
+        assert y.dtype == out and torch.equal(y.cpu(), torch.round(v).clamp(lo, hi).to(out))
+    # multiply mode along the last axis, int8 and int4 (int32 words)
+    s2 = (torch.rand(16, generator=g) * 3).to(xdt)
+    v2 = torch.round(x.float() * s2.float())
+    y = torch_qdev.npu_quantize(x.to(device), s2.to(device), None, torch.qint8, -1, False)
+    assert torch.equal(y.cpu(), v2.clamp(-128, 127).to(torch.int8))
+    y4 = torch_qdev.npu_quantize(x.to(device), s2.to(device), None, torch.quint4x2, -1, False)
+    assert y4.dtype == torch.int32 and y4.shape == (3, 5, 2)
+    assert torch.equal(y4.cpu(), pack_int4(v2.clamp(-8, 7)))
+    # the documented example: 0.5 rounds to 0 (half to even), -2.33 -> -2
+    e = torch_qdev.npu_quantize(torch.tensor([[0.5 / 3, -0.7783]]).to(device), torch.tensor([3.0]).to(device), None,
+                                torch.qint8, -1, False)
+    assert e.cpu().tolist() == [[0, -2]]
+    with pytest.raises(RuntimeError, match="must be divisible by 8 for torch.quint4x2"):
+        torch_qdev.npu_quantize(x[..., :12], s2[:12], None, torch.quint4x2, -1, False)
+    with pytest.raises(RuntimeError, match="scales must hold 1 or 5 values"):
+        torch_qdev.npu_quantize(x, s[:3], None, torch.qint8, 1)
+    torch.library.opcheck(torch.ops.qdev.npu_quantize.default, (x.to(device), s2.to(device), None, torch.quint4x2, -1,
+                                                                False))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_npu_anti_quant(device):
+    x = torch.tensor([1, 2, 3, 4], dtype=torch.int8)
+    out = torch_qdev.npu_anti_quant(x.to(device), torch.tensor([2.0]).to(device), offset=torch.tensor([2.0]).to(device),
+                                    dst_dtype=torch.float16)
+    assert out.cpu().tolist() == [6.0, 8.0, 10.0, 12.0] and out.dtype == torch.float16   # the documented example
+    g = _gen(41)
+    v = torch.randint(-8, 8, (3, 16), dtype=torch.int8, generator=g)
+    s, o = torch.rand(16, generator=g), torch.randn(16, generator=g)
+    out = torch_qdev.npu_anti_quant(pack_int4(v).to(device), s.to(device), offset=o.to(device),
+                                    dst_dtype=torch.bfloat16)
+    assert torch.equal(out.cpu(), ((v.float() + o) * s).bfloat16())
+    with pytest.raises(RuntimeError, match="x must be int8 or int32"):
+        torch_qdev.npu_anti_quant(torch.ones(4), torch.ones(1))
+    torch.library.opcheck(torch.ops.qdev.npu_anti_quant.default, (pack_int4(v).to(device), s.to(device)),
+                          dict(offset=o.to(device), dst_dtype=15))
