@@ -103,3 +103,18 @@ def test_moe_demo_smoke(capsys):
                  "--layers", "1", "--vocab", "256", "--prompt-len", "8", "--new-tokens", "2"]) == 0
     out = capsys.readouterr().out
     assert "grouped MoE (fused path)" in out and "of roofline" in out
+
+
+def test_quantize_moe_w4a8():
+    from torch_qdev.quantization import GroupedExpertsW4A8, W4A8DynamicConfig
+
+    fp = _qwen3_moe()
+    ids = torch.randint(0, 128, (2, 6), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = fp(ids).logits.float()
+    q = quantize_(copy.deepcopy(fp), W4A8DynamicConfig(group_size=32), device="qdev")
+    blocks = [m for m in q.modules() if isinstance(m, GroupedExpertsW4A8)]
+    assert len(blocks) == 1 and int(torch_qdev.get_npu_format(blocks[0].w13)) == 29
+    with torch.no_grad():
+        got = q(ids.qdev()).logits.float().cpu()
+    assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0) > 0.97
