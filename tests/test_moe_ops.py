@@ -254,8 +254,9 @@ def test_gmm_w4a8(device, groups, counts):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nd", "transposed"])
-@pytest.mark.parametrize("counts", [(1, 0, 2, 1), (12, 0, 3, 9)])
-def test_gmm_w8a16(device, dtype, layout, counts):
+@pytest.mark.parametrize("counts", [(1, 0, 2, 1), (12, 0, 3, 20)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gmm_w8a16(device, dtype, layout, counts, with_bias):
     g = _gen(9)
     E, K, N = 4, 64, 40
     x = torch.randn(sum(counts), K, generator=g).to(dtype)
@@ -263,8 +264,9 @@ def test_gmm_w8a16(device, dtype, layout, counts):
     ws = (torch.rand(E, 1, N, generator=g) * 0.02).to(dtype)
     wo = torch.randn(E, 1, N, generator=g).to(dtype)
     bias = torch.randn(E, N, generator=g).to(dtype if dtype == torch.float16 else torch.float32)
+    bias = bias if with_bias else None
     wt = w.to(device) if layout == "nd" else w.transpose(1, 2).contiguous().to(device).transpose(1, 2)
-    out = torch_qdev.npu_grouped_matmul([x.to(device)], [wt], bias=[bias.to(device)],
+    out = torch_qdev.npu_grouped_matmul([x.to(device)], [wt], bias=None if bias is None else [bias.to(device)],
                                         antiquant_scale=[ws.reshape(E, N).to(device)],
                                         antiquant_offset=[wo.reshape(E, N).to(device)],
                                         group_list=torch.tensor(counts).cumsum(0).to(device), split_item=2,
@@ -585,3 +587,77 @@ def test_norm_act_errors_and_opcheck():
                               dict(weight_scale=d(torch.rand(2, 8)), activation_scale=d(torch.rand(5)),
                                    group_index=d(torch.tensor([2, 3])), quant_mode=1))
         torch.library.opcheck(torch.ops.qdev.npu_swiglu.default, (d(x),))
+
+
+def test_gmm_w4a8_nz_weight_cache_follows_writes_and_scales():
+    g = _gen(15)
+    E, K, N, counts = 3, 64, 32, [2, 0, 3]
+    x = torch.randint(-128, 128, (5, K), dtype=torch.int8, generator=g)
+    wv = torch.randint(-8, 8, (E, K, N), dtype=torch.int8, generator=g)
+    w_nz = torch_qdev.npu_format_cast(pack_int4(wv).qdev(), 29)
+    scale = (torch.rand(E, 1, N, generator=g) * 1e-2).qdev()
+    pts = torch.rand(5, generator=g)
+    run = lambda: torch_qdev.npu_grouped_matmul(
+        [x.qdev()], [w_nz], scale=[scale], per_token_scale=[pts.qdev()], group_list=torch.tensor(counts).qdev(),
+        split_item=3, group_type=0, group_list_type=1, output_dtype=torch.float16)[0].cpu()
+    want = lambda: torch.cat(ref_w4a8(x, pack_int4(wv), counts, scale.cpu(), pts, None, torch.float16), 0)
+    torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)   # from the cache
+    scale.mul_(2)                                                      # new scales: repacked
+    torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)
+    wv[2] = 7 - wv[2]                                                  # new weights: repacked
+    w_nz.copy_(pack_int4(wv).qdev())
+    torch.testing.assert_close(run(), want(), rtol=1e-3, atol=1e-3)
+
+
+# --- static quantization -------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("xdt", [torch.float32, torch.float16, torch.bfloat16])
+def test_npu_quantize(device, xdt):
+    g = _gen(40)
+    x = (torch.randn(3, 5, 16, generator=g) * 4).to(xdt)
+    # div_mode: per channel along axis 1 (size 5), int8 / uint8 / int32 outputs, int32 zero points
+    s = torch.rand(5, generator=g) + 0.05
+    z = torch.randint(-3, 3, (5,), generator=g).to(torch.int32)
+    v = x.float() / s[:, None] + z[:, None].float()
+    for dt, lo, hi, out in ((torch.qint8, -128, 127, torch.int8), (torch.quint8, 0, 255, torch.uint8),
+                            (torch.int32, -2**31, 2**31 - 1, torch.int32)):
+        y = torch_qdev.npu_quantize(x.to(device), s.to(device), z.to(device), dt, axis=1)
+        assert y.dtype == out and torch.equal(y.cpu(), torch.round(v).clamp(lo, hi).to(out))
+    # multiply mode along the last axis, int8 and int4 (int32 words)
+    s2 = (torch.rand(16, generator=g) * 3).to(xdt)
+    v2 = torch.round(x.float() * s2.float())
+    y = torch_qdev.npu_quantize(x.to(device), s2.to(device), None, torch.qint8, -1, False)
+    assert torch.equal(y.cpu(), v2.clamp(-128, 127).to(torch.int8))
+    y4 = torch_qdev.npu_quantize(x.to(device), s2.to(device), None, torch.quint4x2, -1, False)
+    assert y4.dtype == torch.int32 and y4.shape == (3, 5, 2)
+    assert torch.equal(y4.cpu(), pack_int4(v2.clamp(-8, 7)))
+    # the documented example: 0.5 rounds to 0 (half to even), -2.33 -> -2
+    e = torch_qdev.npu_quantize(torch.tensor([[0.5 / 3, -0.7783]]).to(device), torch.tensor([3.0]).to(device), None,
+                                torch.qint8, -1, False)
+    assert e.cpu().tolist() == [[0, -2]]
+    with pytest.raises(RuntimeError, match="must be divisible by 8 for torch.quint4x2"):
+        torch_qdev.npu_quantize(x[..., :12], s2[:12], None, torch.quint4x2, -1, False)
+    with pytest.raises(RuntimeError, match="scales must hold 1 or 5 values"):
+        torch_qdev.npu_quantize(x, s[:3], None, torch.qint8, 1)
+    torch.library.opcheck(torch.ops.qdev.npu_quantize.default, (x.to(device), s2.to(device), None, torch.quint4x2, -1,
+                                                                False))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_npu_anti_quant(device):
+    x = torch.tensor([1, 2, 3, 4], dtype=torch.int8)
+    out = torch_qdev.npu_anti_quant(x.to(device), torch.tensor([2.0]).to(device), offset=torch.tensor([2.0]).to(device),
+                                    dst_dtype=torch.float16)
+    assert out.cpu().tolist() == [6.0, 8.0, 10.0, 12.0] and out.dtype == torch.float16   # the documented example
+    g = _gen(41)
+    v = torch.randint(-8, 8, (3, 16), dtype=torch.int8, generator=g)
+    s, o = torch.rand(16, generator=g), torch.randn(16, generator=g)
+    out = torch_qdev.npu_anti_quant(pack_int4(v).to(device), s.to(device), offset=o.to(device),
+                                    dst_dtype=torch.bfloat16)
+    assert torch.equal(out.cpu(), ((v.float() + o) * s).bfloat16())
+    with pytest.raises(RuntimeError, match="x must be int8 or int32"):
+        torch_qdev.npu_anti_quant(torch.ones(4), torch.ones(1))
+    torch.library.opcheck(torch.ops.qdev.npu_anti_quant.default, (pack_int4(v).to(device), s.to(device)),
+                          dict(offset=o.to(device), dst_dtype=15))

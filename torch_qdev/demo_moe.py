@@ -58,7 +58,7 @@ def run_generate(model, ids: torch.Tensor, new_tokens: int):
 def moe_layer_roofline(experts_mod, hidden: int, top_k: int, n_experts: int, device, reps: int = 48):
     """One decode token through a quantized expert block beside the roofline of its active experts'
     int8 weights: each call is paired with a streaming read (torch_qdev._C._read_seconds, the benchmarks'
-    probe) of as many bytes from a 512 MiB buffer, so both see the same DRAM contention on this shared
+    probe) of as many bytes from a 256 MiB buffer, so both see the same DRAM contention on this shared
     machine. Returns (median call s, median probe s, probe GB/s)."""
     x = torch.randn(1, hidden).to(device)
     # Round-robin over all experts: between two uses of an expert the whole layer (> L3) streams by.
@@ -66,7 +66,7 @@ def moe_layer_roofline(experts_mod, hidden: int, top_k: int, n_experts: int, dev
     w = torch.full((1, top_k), 1.0 / top_k).to(device)
     active_bytes = top_k * 3 * hidden * experts_mod.intermediate_dim
     chunk = -(-active_bytes // 64) * 64
-    probe = torch.ones((512 << 20) // 4)
+    probe = torch.ones(max(256 << 20, 8 * chunk) // 4)  # well beyond the 32 MiB L3
     slots = probe.numel() * 4 // chunk
     for r in routes[:3]:
         experts_mod(x, r, w)

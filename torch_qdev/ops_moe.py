@@ -220,3 +220,39 @@ def _add_rms_norm_dynamic_quant_fake(x1, x2, gamma, *, smooth_scale1=None, smoot
     return (x1.new_empty(x1.shape, dtype=torch.int8), x1.new_empty(x1.shape if want2 else (1,), dtype=torch.int8),
             x1.new_empty(x1.shape), x1.new_empty(lead, dtype=torch.float32),
             x1.new_empty(lead if want2 else (1,), dtype=torch.float32))
+
+
+# --- static quantization -------------------------------------------------------------------
+
+def npu_quantize(input: torch.Tensor, scales: torch.Tensor, zero_points: Optional[torch.Tensor], dtype: torch.dtype,
+                 axis: int = 1, div_mode: bool = True) -> torch.Tensor:
+    """torch_npu.npu_quantize: round(input / scales + zero_points) (div_mode) or round(input * scales +
+    zero_points), half to even, saturated to dtype: torch.qint8 -> int8, torch.quint8 -> uint8, torch.int32,
+    torch.int8, or torch.quint4x2 -> int32 words of 8 int4 (last dim / 8). Scales broadcast along ``axis``."""
+    return torch.ops.qdev.npu_quantize(input, scales, zero_points, dtype, axis, div_mode)
+
+
+def npu_anti_quant(x: torch.Tensor, scale: torch.Tensor, *, offset: Optional[torch.Tensor] = None,
+                   dst_dtype: DType = None, src_dtype: DType = None) -> torch.Tensor:
+    """torch_npu.npu_anti_quant: ((x + offset) * scale) in dst_dtype (float16 by default); int32 x holds 8 int4
+    per word (the result's last dim is 8x)."""
+    return torch.ops.qdev.npu_anti_quant(x, scale, offset=offset, dst_dtype=_dtype_int(dst_dtype),
+                                         src_dtype=_dtype_int(src_dtype))
+
+
+__all__ += ["npu_quantize", "npu_anti_quant"]
+
+
+@torch.library.register_fake("qdev::npu_quantize")
+def _quantize_fake(input, scales, zero_points, dtype, axis=1, div_mode=True):
+    if dtype == torch.quint4x2:
+        torch._check(input.size(-1) % 8 == 0, lambda: "npu_quantize: the last dim must be divisible by 8")
+        return input.new_empty((*input.shape[:-1], input.size(-1) // 8), dtype=torch.int32)
+    out = {torch.qint8: torch.int8, torch.int8: torch.int8, torch.quint8: torch.uint8, torch.int32: torch.int32}
+    return input.new_empty(input.shape, dtype=out.get(dtype, torch.int8))
+
+
+@torch.library.register_fake("qdev::npu_anti_quant")
+def _anti_quant_fake(x, scale, *, offset=None, dst_dtype=None, src_dtype=None):
+    shape = (*x.shape[:-1], x.size(-1) * 8) if x.dtype == torch.int32 else x.shape
+    return x.new_empty(shape, dtype=_DTYPE_OF.get(dst_dtype, torch.float16) if dst_dtype is not None else torch.float16)

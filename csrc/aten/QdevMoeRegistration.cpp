@@ -1,5 +1,5 @@
 // The MoE part of the qdev operator library (torch_npu's grouped GEMM and the routing,
-// activation and norm + quantization ops around it), kept apart from the dense ops'
+// activation, norm + quantization and static (de)quantization ops around it), kept apart from the dense ops'
 // registration. Fake kernels are Python (torch_qdev/ops_moe.py).
 #include <torch/library.h>
 
@@ -36,6 +36,10 @@ TORCH_LIBRARY_FRAGMENT(qdev, m) {
   m.def("npu_add_rms_norm_dynamic_quant(Tensor x1, Tensor x2, Tensor gamma, *, Tensor? smooth_scale1=None, "
         "Tensor? smooth_scale2=None, Tensor? beta=None, float epsilon=1e-06, bool[2]? output_mask=None) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("npu_quantize(Tensor self, Tensor scales, Tensor? zero_points, ScalarType dtype, int axis=1, "
+        "bool div_mode=True) -> Tensor");
+  m.def("npu_anti_quant(Tensor x, Tensor scale, *, Tensor? offset=None, int? dst_dtype=None, int? src_dtype=None) "
+        "-> Tensor");
 }
 
 namespace {
@@ -48,6 +52,8 @@ void register_moe_kernels(torch::Library& m) {
   m.impl("npu_swiglu", native::npu_swiglu);
   m.impl("npu_add_rms_norm_quant", native::npu_add_rms_norm_quant);
   m.impl("npu_add_rms_norm_dynamic_quant", native::npu_add_rms_norm_dynamic_quant);
+  m.impl("npu_quantize", native::npu_quantize);
+  m.impl("npu_anti_quant", native::npu_anti_quant);
 }
 }  // namespace
 

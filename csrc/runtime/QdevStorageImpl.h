@@ -4,6 +4,7 @@
 #include <c10/core/Storage.h>
 #include <c10/core/StorageImpl.h>
 
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -34,11 +35,15 @@ struct QDEV_EXPORT QdevStorageImpl final : public c10::StorageImpl {
   std::vector<int32_t> colsum;
   bool has_min = true;  // whether the int8 weight holds -128
   bool colsum_valid = false;
+  // Other data an op derived from the bytes (e.g. npu_grouped_matmul's repacked int4 experts),
+  // owned here so that it is dropped together with the column sums.
+  std::shared_ptr<void> derived;
 
   void invalidate_cache() {
     std::lock_guard<std::mutex> lock(cache_mu);
     colsum_valid = false;
     colsum.clear();
+    derived.reset();
   }
 };
 

@@ -19,7 +19,8 @@ config                                 layer (activations x weights)
 """
 from .configs import A8W8DynamicConfig, A16W4Config, A16W8Config, QuantConfig, W4A8DynamicConfig
 from .quant_api import quantize_, quantized_linear
-from .moe import GroupedExpertsA8W8, GroupedExpertsA16W8, PerExpertLoopA8W8
+from .moe import GroupedExpertsA8W8, GroupedExpertsA16W8, GroupedExpertsW4A8, PerExpertLoopA8W8
 
 __all__ = ["quantize_", "quantized_linear", "QuantConfig", "A8W8DynamicConfig", "W4A8DynamicConfig",
-           "A16W8Config", "A16W4Config", "GroupedExpertsA8W8", "GroupedExpertsA16W8", "PerExpertLoopA8W8"]
+           "A16W8Config", "A16W4Config", "GroupedExpertsA8W8", "GroupedExpertsA16W8", "GroupedExpertsW4A8",
+           "PerExpertLoopA8W8"]

@@ -173,6 +173,91 @@ class GroupedExpertsA16W8(_GroupedExpertsBase):
         return ops_moe.npu_moe_token_unpermute(y, row_idx, top_k_weights.to(torch.float32)).to(dtype)
 
 
+def _pack_int4_n(q: torch.Tensor) -> torch.Tensor:
+    """int values in [-8, 7] (..., N) -> int32 words of 8 nibbles along N, LSB first (torch_npu's int4)."""
+    v = (q.to(torch.int64) & 0xF).reshape(*q.shape[:-1], q.shape[-1] // 8, 8)
+    packed = (v << torch.arange(0, 32, 4, dtype=torch.int64, device=q.device)).sum(-1)
+    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
+
+
+def _quant_int4_groups(w: torch.Tensor, group: int):
+    """(E, N, K) float -> int4 values (E, K, N) int8 and scales (E, G, N): symmetric per k-group, absmax / 7."""
+    E, N, K = w.shape
+    wf = w.detach().to(torch.float32).reshape(E, N, K // group, group)
+    scale = wf.abs().amax(-1).clamp_min(torch.finfo(torch.float32).tiny) / 7.0      # (E, N, G)
+    q = torch.round(wf / scale[..., None]).clamp(-8, 7).to(torch.int8).reshape(E, N, K)
+    return q.transpose(1, 2).contiguous(), scale.transpose(1, 2).contiguous()
+
+
+class GroupedExpertsW4A8(_GroupedExpertsBase):
+    """W4A8-dynamic experts: per-token int8 activations x int4 weights per k-group (torch_npu's int32 words,
+    (E, K, N/8)), through npu_grouped_matmul's W4A8 path; the SwiGLU output is requantized per token by
+    npu_dequant_swiglu_quant. On qdev the weights are FRACTAL_NZ, so the repacked experts stay cached."""
+
+    def __init__(self, num_experts: int, hidden_dim: int, intermediate_dim: int, group_size: Optional[int] = 32,
+                 device=None) -> None:
+        super().__init__(num_experts, hidden_dim, intermediate_dim)
+        E, H, I = num_experts, hidden_dim, intermediate_dim
+        g13, g2 = group_size or H, group_size or I
+        self.group_size = group_size
+        self.register_buffer("w13", torch.zeros(E, H, 2 * I // 8, dtype=torch.int32, device=device))
+        self.register_buffer("w13_scale", torch.ones(E, H // g13, 2 * I, dtype=torch.float32, device=device))
+        self.register_buffer("w2", torch.zeros(E, I, H // 8, dtype=torch.int32, device=device))
+        self.register_buffer("w2_scale", torch.ones(E, I // g2, H, dtype=torch.float32, device=device))
+
+    @staticmethod
+    def check(experts: nn.Module, group_size: Optional[int]) -> Optional[str]:
+        _, two_i, H = experts.gate_up_proj.shape
+        for k in (H, two_i // 2):
+            if group_size and (group_size % 32 or k % group_size):
+                return f"K={k} does not take group_size={group_size}"
+        if H % 8 or two_i % 8:
+            return "hidden and intermediate sizes must be multiples of 8 (int4 words)"
+        return None
+
+    @classmethod
+    def from_float(cls, experts: nn.Module, group_size: Optional[int] = 32) -> "GroupedExpertsW4A8":
+        gu, dn = experts.gate_up_proj, experts.down_proj
+        E, two_i, H = gu.shape
+        mod = cls(E, H, two_i // 2, group_size=group_size, device="meta")
+        q13, s13 = _quant_int4_groups(gu, group_size or H)
+        q2, s2 = _quant_int4_groups(dn, group_size or two_i // 2)
+        mod.w13, mod.w13_scale = _pack_int4_n(q13), s13
+        mod.w2, mod.w2_scale = _pack_int4_n(q2), s2
+        mod.pack_weights()
+        return mod
+
+    def pack_weights(self) -> "GroupedExpertsW4A8":
+        for name in ("w13", "w2"):
+            t = getattr(self, name)
+            if t.device.type == "qdev" and int(get_npu_format(t)) != _NZ:
+                setattr(self, name, npu_format_cast(t.contiguous(), _NZ))
+        return self
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self.pack_weights()
+        return out
+
+    def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
+                top_k_weights: torch.Tensor) -> torch.Tensor:
+        self._check(hidden_states, top_k_index, top_k_weights)
+        dtype = hidden_states.dtype
+        out_dtype = dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+        tokens, top_k = top_k_index.shape
+        xq, row_idx, counts, pts = ops_moe.npu_moe_init_routing_v2(
+            hidden_states, top_k_index.to(torch.int32), active_num=tokens * top_k, expert_num=self.num_experts,
+            expert_tokens_num_type=1, expert_tokens_num_flag=True, quant_mode=1)
+        h = ops_moe.npu_grouped_matmul([xq], [self.w13], scale=[self.w13_scale], per_token_scale=[pts],
+                                       group_list=counts, split_item=3, group_type=0, group_list_type=1,
+                                       output_dtype=out_dtype)[0]
+        hq, hs = ops_moe.npu_dequant_swiglu_quant(h, activate_left=True, quant_mode=1)
+        y = ops_moe.npu_grouped_matmul([hq], [self.w2], scale=[self.w2_scale], per_token_scale=[hs],
+                                       group_list=counts, split_item=3, group_type=0, group_list_type=1,
+                                       output_dtype=out_dtype)[0]
+        return ops_moe.npu_moe_token_unpermute(y, row_idx, top_k_weights.to(torch.float32)).to(dtype)
+
+
 class PerExpertLoopA8W8(_GroupedExpertsBase):
     """The comparison point: per expert, dense ``LinearA8W8Dynamic`` gate_up / down layers, called in a
     Python loop over the hit experts (transformers' float forward with quantized layers)."""
@@ -208,12 +293,15 @@ class PerExpertLoopA8W8(_GroupedExpertsBase):
 
 def quantize_moe_experts(model: nn.Module, config, device=None) -> list:
     """Replaces every transformers-style expert block of ``model`` per ``config`` (A8W8DynamicConfig ->
-    GroupedExpertsA8W8, A16W8Config -> GroupedExpertsA16W8); returns the names replaced. Blocks whose
+    GroupedExpertsA8W8, W4A8DynamicConfig -> GroupedExpertsW4A8, per-channel A16W8Config ->
+    GroupedExpertsA16W8); returns the names replaced. Blocks whose
     activation is not SiLU, and configs without a grouped form, are left alone."""
-    from .configs import A8W8DynamicConfig, A16W8Config
+    from .configs import A8W8DynamicConfig, A16W8Config, W4A8DynamicConfig
 
     if type(config) is A8W8DynamicConfig:
         convert = GroupedExpertsA8W8.from_float
+    elif type(config) is W4A8DynamicConfig:
+        convert = lambda m: GroupedExpertsW4A8.from_float(m, group_size=config.group_size)  # noqa: E731
     elif type(config) is A16W8Config and not config.group_size:
         convert = lambda m: GroupedExpertsA16W8.from_float(m, dtype=config.dtype)  # noqa: E731
     else:
@@ -221,6 +309,8 @@ def quantize_moe_experts(model: nn.Module, config, device=None) -> list:
     done = []
     for fqn, mod in list(model.named_modules()):
         if fqn and is_moe_experts(mod) and _act_is_silu(mod):
+            if type(config) is W4A8DynamicConfig and GroupedExpertsW4A8.check(mod, config.group_size):
+                continue
             with torch.no_grad():
                 new = convert(mod)
             model.set_submodule(fqn, new if device is None else new.to(device))

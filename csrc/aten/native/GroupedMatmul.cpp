@@ -119,6 +119,9 @@ struct Weights {
   const int8_t* nz_data = nullptr;
   const int32_t* nz_colsum = nullptr;
   bool nz_has_min = true;
+  // qdev FRACTAL_NZ 3-D int32 (int4 words): its storage caches the repacked W4A8 experts
+  c10::qdev::QdevStorageImpl* nz4_storage = nullptr;
+  at::Tensor nz4_tensor;  // host views (unpacking the NZ bytes) are made only when the cache misses
 };
 
 bool whole_nz_int8(const at::Tensor& w) {
@@ -146,7 +149,7 @@ void nz_grouped_view(const at::Tensor& w, int64_t e, int64_t kk, int64_t n, Weig
   W.nz_has_min = impl->has_min;
 }
 
-Weights read_weights(const std::vector<at::Tensor>& weight) {
+Weights read_weights(const std::vector<at::Tensor>& weight, bool int8_x) {
   Weights W;
   const at::Tensor& w0 = weight[0];
   W.dtype = w0.scalar_type();
@@ -158,6 +161,18 @@ Weights read_weights(const std::vector<at::Tensor>& weight) {
     W.nz = true;
     if (W.e > 0 && W.k > 0 && W.n > 0) nz_grouped_view(w0, W.e, W.k, W.n, W);
     return W;
+  }
+  if (int8_x && weight.size() == 1 && w0.dim() == 3 && is_internal_format(w0) && w0.scalar_type() == at::kInt &&
+      w0.storage_offset() == 0 && w0.is_contiguous()) {
+    auto* impl = c10::qdev::qdev_storage_impl(w0.storage());
+    if (w0.sizes() == c10::IntArrayRef(impl->base_sizes) && w0.size(0) > 0) {
+      W.nz4_storage = impl;
+      W.nz4_tensor = w0;
+      W.e = w0.size(0);
+      W.k = w0.size(1);
+      W.n = w0.size(2) * 8;
+      return W;
+    }
   }
   if (weight.size() == 1 && w0.dim() == 3) {
     W.e = w0.size(0);
@@ -355,7 +370,7 @@ void run_w8a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jo
 // channel (N) or per group (G, N). y = ((sum_g (x_g @ w_g) * scale[g]) * per_token) + bias.
 void run_w4a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jobs,
               const PerExpert& scales, int64_t groups, const PerExpert& biases,
-              const at::Tensor& pertoken, at::ScalarType out_t) {
+              const at::Tensor& pertoken, at::ScalarType out_t, std::pair<const void*, uint32_t> scale_key) {
   const auto isa = k::active_isa();
   const int64_t kk = W.k, n = W.n, group = kk / groups;
   const int64_t rows = xh.size(0);
@@ -367,34 +382,69 @@ void run_w4a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jo
     }
   }
   const int64_t na = static_cast<int64_t>(active.size());
-  const k::W4Layout L = k::w4_layout(kk, n, group, !biases.empty(), false);
-  std::unique_ptr<uint8_t[]> packed(new uint8_t[static_cast<size_t>(std::max<int64_t>(na, 1) * L.total_bytes + 64)]);
-  uint8_t* base = packed.get() + (64 - reinterpret_cast<uintptr_t>(packed.get()) % 64) % 64;
-  // Repack the active experts: int32 words along n (K, N/8) -> torch's (N, K/2) u8 (nibble = q + 8).
-  at::parallel_for(0, na, 1, [&](int64_t a0, int64_t a1) {
-    std::vector<uint8_t> nk(static_cast<size_t>(n * kk / 2));
-    std::vector<float> sc(static_cast<size_t>(n * groups));
-    for (int64_t a = a0; a < a1; ++a) {
-      const int64_t e = active[static_cast<size_t>(a)];
-      const at::Tensor& h = W.host[static_cast<size_t>(e)];
-      const int64_t s0 = h.stride(0), s1 = h.stride(1);
-      const uint32_t* wd = reinterpret_cast<const uint32_t*>(h.const_data_ptr<int32_t>());
-      for (int64_t j = 0; j < n; ++j) {
-        for (int64_t i = 0; i < kk; i += 2) {
-          const uint32_t w0 = wd[i * s0 + (j / 8) * s1], w1 = wd[(i + 1) * s0 + (j / 8) * s1];
-          const uint32_t q0 = ((w0 >> (4 * (j % 8))) & 0xFu) ^ 8u, q1 = ((w1 >> (4 * (j % 8))) & 0xFu) ^ 8u;
-          nk[static_cast<size_t>(j * kk / 2 + i / 2)] = static_cast<uint8_t>(q0 | (q1 << 4));
+  // Packed without bias (added when the results are copied out: the same fp32 add), so that a
+  // cached packing depends on the weight and the scales only.
+  const k::W4Layout L = k::w4_layout(kk, n, group, false, false);
+  const int64_t stride = k::round_up(L.total_bytes, 64);
+  at::Tensor nz4_host;  // the NZ weight's logical values, unpacked on a cache miss only
+  auto pack_expert = [&](int64_t e, uint8_t* out, std::vector<uint8_t>& nk) {
+    // int32 words along n (K, N/8) -> torch's (N, K/2) u8 (nibble = q + 8, even k low)
+    const at::Tensor h = nz4_host.defined() ? nz4_host.select(0, e) : W.host[static_cast<size_t>(e)];
+    const int64_t s0 = h.stride(0), s1 = h.stride(1);
+    const uint32_t* wd = reinterpret_cast<const uint32_t*>(h.const_data_ptr<int32_t>());
+    for (int64_t i = 0; i < kk; i += 2) {
+      for (int64_t jw = 0; jw < n / 8; ++jw) {
+        const uint32_t w0 = wd[i * s0 + jw * s1] ^ 0x88888888u, w1 = wd[(i + 1) * s0 + jw * s1] ^ 0x88888888u;
+        for (int64_t b = 0; b < 8; ++b) {
+          nk[static_cast<size_t>((jw * 8 + b) * kk / 2 + i / 2)] =
+              static_cast<uint8_t>(((w0 >> (4 * b)) & 0xFu) | (((w1 >> (4 * b)) & 0xFu) << 4));
         }
       }
-      const at::Tensor s = scales[static_cast<size_t>(e)].to(at::kFloat).reshape({groups, n}).t().contiguous();
-      std::copy(s.const_data_ptr<float>(), s.const_data_ptr<float>() + n * groups, sc.begin());
-      std::vector<float> bias;
-      if (!biases.empty()) bias = floats(biases[static_cast<size_t>(e)]);
-      uint8_t* out = base + a * L.total_bytes;
-      k::w4_pack_header(L, out);
-      k::w4_pack_columns(L, nk.data(), sc.data(), false, bias.empty() ? nullptr : bias.data(), out, 0, n);
     }
-  });
+    const at::Tensor sc = scales[static_cast<size_t>(e)].to(at::kFloat).reshape({groups, n}).t().contiguous();
+    k::w4_pack_header(L, out);
+    k::w4_pack_columns(L, nk.data(), sc.const_data_ptr<float>(), false, nullptr, out, 0, n);
+  };
+  struct W4Cache {
+    int64_t e, k, n, group;
+    const void* scale_ptr;
+    uint32_t scale_version;
+    std::unique_ptr<uint8_t[]> buf;
+    uint8_t* base;
+  };
+  std::shared_ptr<W4Cache> cache;
+  std::unique_ptr<uint8_t[]> packed;
+  uint8_t* base = nullptr;
+  std::vector<int64_t> where(static_cast<size_t>(W.e), 0);  // byte offset of each packed expert
+  if (W.nz4_storage != nullptr) {
+    // All experts packed once and kept with the weight's storage (dropped when it is written).
+    std::lock_guard<std::mutex> lock(W.nz4_storage->cache_mu);
+    cache = std::static_pointer_cast<W4Cache>(W.nz4_storage->derived);
+    if (!cache || cache->e != W.e || cache->k != kk || cache->n != n || cache->group != group ||
+        cache->scale_ptr != scale_key.first || cache->scale_version != scale_key.second) {
+      cache = std::make_shared<W4Cache>();
+      *cache = W4Cache{W.e, kk, n, group, scale_key.first, scale_key.second,
+                       std::unique_ptr<uint8_t[]>(new uint8_t[static_cast<size_t>(W.e * stride + 64)]), nullptr};
+      cache->base = cache->buf.get() + (64 - reinterpret_cast<uintptr_t>(cache->buf.get()) % 64) % 64;
+      nz4_host = logical_host_view(W.nz4_tensor);
+      at::parallel_for(0, W.e, 1, [&](int64_t e0, int64_t e1) {
+        std::vector<uint8_t> nk(static_cast<size_t>(n * kk / 2));
+        for (int64_t e = e0; e < e1; ++e) pack_expert(e, cache->base + e * stride, nk);
+      });
+      W.nz4_storage->derived = cache;
+    }
+    base = cache->base;
+    for (int64_t e = 0; e < W.e; ++e) where[static_cast<size_t>(e)] = e * stride;
+  } else {
+    // ND weights: the active experts, packed for this call.
+    packed.reset(new uint8_t[static_cast<size_t>(std::max<int64_t>(na, 1) * stride + 64)]);
+    base = packed.get() + (64 - reinterpret_cast<uintptr_t>(packed.get()) % 64) % 64;
+    at::parallel_for(0, na, 1, [&](int64_t a0, int64_t a1) {
+      std::vector<uint8_t> nk(static_cast<size_t>(n * kk / 2));
+      for (int64_t a = a0; a < a1; ++a) pack_expert(active[static_cast<size_t>(a)], base + a * stride, nk);
+    });
+    for (int64_t a = 0; a < na; ++a) where[static_cast<size_t>(active[static_cast<size_t>(a)])] = a * stride;
+  }
   // Activations: int8 as is (zero point 0), per-group row sums; u8 (q + 128, padding too) for the
   // jobs whose kernel wants it (it depends on the job's rows).
   const int64_t ldq = L.k_pad;
@@ -442,7 +492,7 @@ void run_w4a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jo
       const Job& j = jobs[static_cast<size_t>(ji)];
       k::W4A8Args args;
       args.m = j.m;
-      args.packed = base + slot[static_cast<size_t>(j.w)] * L.total_bytes;
+      args.packed = base + where[static_cast<size_t>(j.w)];
       args.L = L;
       args.q = q.data() + j.row0 * ldq;
       args.ldq = ldq;
@@ -456,10 +506,12 @@ void run_w4a8(const at::Tensor& xh, const Weights& W, const std::vector<Job>& jo
       t = t_end;
     }
   });
-  // Copy into the outputs.
+  // Copy into the outputs (+ bias, the kernel's own last fp32 add).
+  const at::Tensor bias_all = biases.empty() ? at::Tensor() : biases.all.to(at::kFloat);
   for (const auto& j : jobs) {
     if (j.m == 0) continue;
     at::Tensor src = at::from_blob(y.data() + j.row0 * n, {j.m, n}, at::kFloat);
+    if (bias_all.defined()) src = src.add(bias_all.select(0, j.w));
     at::Tensor dst = at::from_blob(j.out, {j.m, n}, {j.ldo, 1}, at::TensorOptions().dtype(out_t));
     dst.copy_(src);
   }
@@ -574,7 +626,13 @@ void run_weight_only(const at::Tensor& xh, const Weights& W, const std::vector<J
     at::Tensor wp = at::empty({n, kk}, at::TensorOptions().dtype(xdt));
     uint16_t* bp = reinterpret_cast<uint16_t*>(wp.mutable_data_ptr());
     at::parallel_for(0, n, 8, [&](int64_t c0, int64_t c1) { k::wq_dequant_rows(isa, a, c0, c1, bp + c0 * kk, kk); });
-    y.narrow(0, j.row0, j.m).copy_(at::mm(xf.narrow(0, j.row0, j.m), wp.to(at::kFloat).t()));
+    // bf16 without bias: one bf16 GEMM with fp32 accumulation and one rounding (oneDNN), as the
+    // dense weight-only path; otherwise fp32 (the bias is added before the rounding).
+    if (xdt == at::kBFloat16 && biases.empty()) {
+      y.narrow(0, j.row0, j.m).copy_(at::mm(xh.narrow(0, j.row0, j.m), wp.t()));
+    } else {
+      y.narrow(0, j.row0, j.m).copy_(at::mm(xf.narrow(0, j.row0, j.m), wp.to(at::kFloat).t()));
+    }
   }
   for (const auto& j : jobs) {
     if (j.m == 0) continue;
@@ -642,7 +700,7 @@ std::vector<at::Tensor> npu_grouped_matmul(
                 dtype_name(xdt), " and ", dtype_name(t.scalar_type()));
   }
   const std::vector<at::Tensor> wl(weight.begin(), weight.end());
-  const Weights W = read_weights(wl);
+  const Weights W = read_weights(wl, xdt == at::kChar);
   const auto wdt = W.dtype;
   const int64_t kk = W.k, n = W.n;
   TORCH_CHECK(kk < kInnerLimit && n < kInnerLimit * (W.int4 ? 8 : 1), "npu_grouped_matmul: the last dim of x and "
@@ -865,7 +923,13 @@ std::vector<at::Tensor> npu_grouped_matmul(
 
   switch (mode) {
     case Mode::kW8A8: run_w8a8(xh, W, jobs, scales, biases, pertoken, out_t); break;
-    case Mode::kW4A8: run_w4a8(xh, W, jobs, scales, groups, biases, pertoken, out_t); break;
+    case Mode::kW4A8: {
+      // the scales are baked into the packed experts: a cached packing is keyed on them
+      const at::Tensor& s0 = scale_l[0];
+      run_w4a8(xh, W, jobs, scales, groups, biases, pertoken, out_t,
+               {s0.has_storage() ? s0.const_data_ptr() : nullptr, s0._version()});
+      break;
+    }
     case Mode::kWeightOnly: run_weight_only(xh, W, jobs, scales, offsets, groups, biases, xdt); break;
     case Mode::kFloat: run_float(xh, W, jobs, biases, out_t); break;
   }

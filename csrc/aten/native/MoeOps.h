@@ -51,4 +51,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> npu_add_r
     const std::optional<at::Tensor>& smooth_scale2, const std::optional<at::Tensor>& beta, double epsilon,
     std::optional<std::array<bool, 2>> output_mask);
 
+at::Tensor npu_quantize(const at::Tensor& self, const at::Tensor& scales, const std::optional<at::Tensor>& zero_points,
+                        at::ScalarType dtype, int64_t axis, bool div_mode);
+at::Tensor npu_anti_quant(const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& offset,
+                          std::optional<int64_t> dst_dtype, std::optional<int64_t> src_dtype);
+
 }  // namespace at::native::qdev
