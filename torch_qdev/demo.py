@@ -403,12 +403,26 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         return moe_main(raw)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(MODELS), default="1b", help="Llama dimensions (default 1b: Llama-3.2-1B)")
+    p.add_argument("--model", choices=["smollm2", "gemma3"] + sorted(MODELS), default="smollm2",
+                   help="a real model (smollm2: SmolLM2-135M-Instruct, the default; gemma3: Gemma-3-270M), or "
+                        "random-weight Llama dimensions for speed runs (tiny, 1b: Llama-3.2-1B, 7b, 8b)")
+    p.add_argument("--gguf", default=None, help="a local GGUF file of a supported architecture (real-model demo)")
+    p.add_argument("--ppl-text", default=None, help="real models: perplexity on this UTF-8 text file "
+                                                     "(default: the shipped public-domain web_genesis.txt)")
+    p.add_argument("--ppl-windows", type=int, default=8, help="real models: windows of the text scored (0: all)")
+    p.add_argument("--ppl-window", type=int, default=512, help="real models: tokens per perplexity window")
+    p.add_argument("--decode-steps", type=int, default=32, help="real models: timed greedy decode steps")
+    p.add_argument("--chat-prompt", default=None, help="real models: the prompt generated from (chat template)")
+    p.add_argument("--remove-grid", action="store_true",
+                   help="real Llama models: fold RMSNorm gains and rotate the residual stream first (same function, "
+                        "no weight on the file's 4-bit grid)")
+    p.add_argument("--json", default=None, help="real models: write every figure to this JSON file")
     p.add_argument("--layers", type=int, default=None, help="decoder layers to build (default: all for 1b, 2 for 7b/8b)")
     p.add_argument("--prompt-len", type=int, default=256)
-    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=32, help="tokens generated (real models: for the chat prompt)")
     p.add_argument("--configs", default="a8w8,w4a8,a16w8,a16w4", help=f"torch_qdev configs: {','.join(OURS)}")
-    p.add_argument("--peers", default="fbgemm,int4wo,dynq4", help=f"PyTorch CPU peers: {','.join(PEERS)} or none")
+    p.add_argument("--peers", default=None, help=f"PyTorch CPU peers: {','.join(PEERS)} or none (default: all for "
+                                                  f"random weights, int4wo for real models)")
     p.add_argument("--slow-prompt-len", type=int, default=4, help="prompt length for the scalar x86 dynq4 peer")
     p.add_argument("--slow-new-tokens", type=int, default=2, help="tokens the dynq4 peer generates")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -420,6 +434,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*TypedStorage.*")
+    real = bool(args.gguf) or args.model not in MODELS
+    if args.peers is None:
+        args.peers = "int4wo" if real else "fbgemm,int4wo,dynq4"
+    args.configs_list = [c for c in args.configs.split(",") if c]
+    args.peers_list = [c for c in args.peers.split(",") if c and c != "none"]
+    for c in args.configs_list:
+        if c not in OURS:
+            p.error(f"unknown config {c!r}; choose from {', '.join(OURS)}")
+    for c in args.peers_list:
+        if c not in PEERS:
+            p.error(f"unknown peer {c!r}; choose from {', '.join(PEERS)}")
+    if real:
+        from .demo_real import run_real
+        return run_real(args)
     device = torch.device(args.device)
     layers = args.layers or DEFAULT_LAYERS[args.model]
     full_layers = MODELS[args.model]["num_hidden_layers"]
