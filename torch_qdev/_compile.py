@@ -175,6 +175,26 @@ def inductor_component(name: str) -> Any:
     return _inductor_components[name]
 
 
+def _treat_qdev_as_cpu_in_scheduler(module: Any) -> None:
+    """The scheduler skips its loop reordering/reindexing for nodes on CPU, whose C++ codegen cannot
+    take them (it would read Triton-style groups: reductions failed to compile). qdev uses the same
+    C++ codegen, so its nodes count as CPU there."""
+    base = module.BaseSchedulerNode
+    if getattr(base.is_cpu, "_qdev", False):
+        return
+    original = base.is_cpu
+
+    def is_cpu(self: Any) -> bool:
+        if original(self):
+            return True
+        device = self.get_device()
+        return device is not None and device.type == "qdev"
+
+    is_cpu._qdev = True  # type: ignore[attr-defined]
+    base.is_cpu = is_cpu
+
+
 def install() -> None:
+    _when_imported("torch._inductor.scheduler", _treat_qdev_as_cpu_in_scheduler)
     _when_imported("torch._dynamo.device_interface", _register_dynamo)
     _when_imported("torch._inductor.codegen.common", _register_device_op_overrides)
