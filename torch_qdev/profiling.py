@@ -15,7 +15,7 @@ from typing import List
 import torch
 from torch import nn
 
-from .generation import DecodeStep, _sdpa_gqa, _sync, static_cache
+from .generation import DecodeStep, _sync, static_cache
 
 # Ops whose time is streaming the quantized (or float) weights of a Linear layer.
 WEIGHT_OPS = ("qdev::npu_quant_matmul", "qdev::dyn_quant_matmul_4bit", "qdev::npu_weight_quant_batchmatmul",
@@ -25,7 +25,7 @@ CATEGORIES = [
     ("weight matmul", WEIGHT_OPS),
     ("activation quant", ("qdev::npu_dynamic_quant", "qdev::npu_add_rms_norm_dynamic_quant",
                           "qdev::npu_swiglu_quant", "qdev::npu_add_rms_norm_quant")),
-    ("attention", ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::scaled_dot_product_attention",
+    ("attention", ("qdev::decode_attention", "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::scaled_dot_product_attention",
                    "aten::_scaled_dot_product_attention_math")),
     ("kv cache update", ("aten::index_copy_", "aten::index_put_")),
     ("compiled fused kernels", ("graph_", "cpp_fused", "kernel_cpp", "Torch-Compiled Region")),
@@ -76,14 +76,14 @@ def linear_weight_bytes(model: nn.Module) -> int:
 
 @torch.no_grad()
 def profile_decode(model: nn.Module, input_ids: torch.Tensor, steps: int = 4, compile: bool = False,
-                   step: DecodeStep = None) -> DecodeProfile:
+                   step: DecodeStep = None, max_cache_len: int = 0) -> DecodeProfile:
+    """Pass a used ``step`` and its cache length to profile its compiled code without recompiling."""
     device = input_ids.device
     prompt_len = input_ids.shape[1]
     step = step or DecodeStep(model, compile=compile)
-    step.cache = static_cache(model, prompt_len + steps + 3)
-    with _sdpa_gqa():
-        out = model(input_ids=input_ids, past_key_values=step.cache, use_cache=True,
-                    cache_position=torch.arange(prompt_len, device=device), logits_to_keep=1)
+    step.cache = static_cache(model, max(max_cache_len, prompt_len + steps + 3))
+    out = model(input_ids=input_ids, past_key_values=step.cache, use_cache=True,
+                cache_position=torch.arange(prompt_len, device=device), logits_to_keep=1)
     tok = out.logits[:, -1].argmax(-1, keepdim=True)
     pos = prompt_len
     for _ in range(2):  # warm-up (and compile)
