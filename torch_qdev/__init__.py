@@ -35,6 +35,7 @@ from . import qdev as _device_module  # noqa: E402
 
 from . import ops  # noqa: E402  (typed wrappers over torch.ops.qdev.*)
 from . import contrib  # noqa: E402
+from . import attention  # noqa: E402  (qdev::decode_attention fake kernel, Hugging Face hook)
 from .ops import (  # noqa: E402
     Format,
     dyn_quant_matmul_4bit,

@@ -175,6 +175,50 @@ def inductor_component(name: str) -> Any:
     return _inductor_components[name]
 
 
+def _treat_qdev_as_cpu_in_scheduler(module: Any) -> None:
+    """The scheduler skips its loop reordering/reindexing for nodes on CPU, whose C++ codegen cannot
+    take them (it would read Triton-style groups: reductions failed to compile). qdev uses the same
+    C++ codegen, so its nodes count as CPU there."""
+    base = module.BaseSchedulerNode
+    if getattr(base.is_cpu, "_qdev", False):
+        return
+    original = base.is_cpu
+
+    def is_cpu(self: Any) -> bool:
+        if original(self):
+            return True
+        device = self.get_device()
+        return device is not None and device.type == "qdev"
+
+    is_cpu._qdev = True  # type: ignore[attr-defined]
+    base.is_cpu = is_cpu
+
+
+def _cpp_backend_for_qdev(module: Any) -> None:
+    """Inductor asks get_current_backend() how the current device's kernels are generated (dtype
+    propagation, asserts); for an unknown device it answers CUDA's "triton". qdev's kernels are
+    the C++ ones, so it gets the CPU answer. Patched right after torch._inductor.utils is imported,
+    before the modules that import the function by name."""
+    original = module.get_current_backend
+    if getattr(original, "_qdev", False):
+        return
+
+    def get_current_backend(device_type: Any = None) -> str:
+        if not device_type:
+            from torch._inductor.virtualized import V
+
+            device_type = V.graph.get_current_device_or_throw().type
+        return original("cpu" if device_type == "qdev" else device_type)
+
+    get_current_backend._qdev = True  # type: ignore[attr-defined]
+    module.get_current_backend = get_current_backend
+    for name in ("torch._inductor.codegen.common", "torch._inductor.scheduler", "torch._inductor.kernel.mm_common"):
+        if name in sys.modules and getattr(sys.modules[name], "get_current_backend", None) is original:
+            sys.modules[name].get_current_backend = get_current_backend
+
+
 def install() -> None:
+    _when_imported("torch._inductor.utils", _cpp_backend_for_qdev)
+    _when_imported("torch._inductor.scheduler", _treat_qdev_as_cpu_in_scheduler)
     _when_imported("torch._dynamo.device_interface", _register_dynamo)
     _when_imported("torch._inductor.codegen.common", _register_device_op_overrides)

@@ -39,6 +39,7 @@ from torch import nn
 
 import torch_qdev  # noqa: F401  (also autoloaded by `import torch`)
 from torch_qdev.quantization import A8W8DynamicConfig, A16W4Config, A16W8Config, W4A8DynamicConfig, quantize_
+from torch_qdev.generation import DecodeStep, add_demo_arguments, demo_profile, static_cache
 from torch_qdev.quantization.torch_peers import (TorchDynQuant4bitLinear, TorchInt4WeightOnlyLinear,
                                                  fbgemm_dynamic_int8, swap_linears)
 
@@ -193,8 +194,10 @@ class Run:
     all of them alike instead of whichever ran during it."""
 
     def __init__(self, name: str, kind: str, model: nn.Module, prompt: torch.Tensor, new_tokens: int,
-                 device: torch.device, slow: bool = False) -> None:
+                 device: torch.device, slow: bool = False, compile: bool = False) -> None:
         self.name, self.kind, self.model, self.device, self.slow = name, kind, model, device, slow
+        # compiled decode over a static cache (torch_qdev.generation); None: eager with HF's dynamic cache
+        self.step = DecodeStep(model, compile=True) if compile else None
         self.ids = prompt.to(device)
         self.new_tokens = new_tokens
         self.sync = torch.qdev.synchronize if device.type == "qdev" else (lambda: None)
@@ -219,7 +222,10 @@ class Run:
         run, whose logits then serve the agreement columns); keeps the fastest. Restarts decoding."""
         self.sync()
         t0 = time.perf_counter()
-        out = self.model(self.ids, use_cache=True, logits_to_keep=0 if self.slow else 1)
+        cache = static_cache(self.model, self.ids.shape[1] + self.new_tokens) if self.step else None
+        if self.step:
+            self.step.cache = cache
+        out = self.model(self.ids, use_cache=True, logits_to_keep=0 if self.slow else 1, past_key_values=cache)
         tok = out.logits[:, -1].argmax(-1, keepdim=True)
         self.sync()
         t = time.perf_counter() - t0
@@ -237,8 +243,12 @@ class Run:
         """Up to n more timed greedy steps (each timed alone; the result is the median step)."""
         for _ in range(min(n, self.new_tokens - len(self.tokens))):
             t0 = time.perf_counter()
-            out = self.model(self._tok, past_key_values=self._past, use_cache=True)
-            self._tok = out.logits[:, -1].argmax(-1, keepdim=True)
+            if self.step:
+                self._tok = self.step(self._tok, torch.tensor([self.ids.shape[1] + len(self.tokens) - 1],
+                                                              device=self.device))
+            else:
+                out = self.model(self._tok, past_key_values=self._past, use_cache=True)
+                self._tok = out.logits[:, -1].argmax(-1, keepdim=True)
             self.tokens.append(int(self._tok))
             self.steps.append(time.perf_counter() - t0)
             self.layer_steps.append(self.timer.take())
@@ -430,6 +440,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--extrapolate-7b", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure 2 layers of Llama-2-7B and estimate the full model (default: on for 1b)")
     p.add_argument("--out-dir", default="demo_out", help="where the CSV and PNG go")
+    add_demo_arguments(p)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -478,7 +489,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if device.type != "qdev":
             name = name.replace("qdev ", "qdev kernels on CPU: ")
         t0 = time.perf_counter()
-        runs.append(Run(name, "qdev", qdev_variant(model, config, device), prompt, args.new_tokens, device))
+        runs.append(Run(name, "qdev", qdev_variant(model, config, device), prompt, args.new_tokens, device,
+                        compile=args.compile and device.type == "qdev"))
         release_memory()  # the quantization's temporaries, before the next model is built
         print(f"  quantized {name} in {time.perf_counter() - t0:.1f} s", flush=True)
     for key in [k for k in peers if k != "dynq4"]:
@@ -489,6 +501,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     qdev_peak = torch.qdev.max_memory_allocated() if device.type == "qdev" else 0
     print("measuring, interleaved: warm-up, 2 prefill rounds, decode in 4 rounds ...", flush=True)
     measure(runs)
+    demo_profile(args, [(r.name, r.model, r.ids, r.step) for r in runs if r.kind == "qdev"])
     base, ref_logits = runs[0].result(None, None)
     results = [base]
     for r in runs[1:]:

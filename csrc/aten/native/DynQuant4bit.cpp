@@ -146,7 +146,7 @@ at::Tensor pack(const at::Tensor& weights, const at::Tensor& scales, const std::
   std::memset(dst, 0, out.nbytes());  // deterministic bytes in alignment gaps and the container tail
   k::w4_pack_header(L, dst);
   const int64_t panels = L.n_pad / 32;
-  at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+  at::parallel_for(0, panels, parallel_grain(panels, 32 * in_features, kMinTaskElems), [&](int64_t p0, int64_t p1) {
     k::w4_pack_columns(L, w.const_data_ptr<uint8_t>(), s.const_data_ptr(), s.scalar_type() == at::kBFloat16,
                        has_bias ? b.const_data_ptr<float>() : nullptr, dst, p0 * 32, std::min(p1 * 32, out_features));
     if (has_zeros) {

@@ -177,7 +177,7 @@ std::vector<at::Tensor> quant_rows_fast(const at::Tensor& input, const std::opti
   args.scale = logical_host_view(scale).mutable_data_ptr<float>();
   args.offset = asym ? logical_host_view(offset).mutable_data_ptr<float>() : nullptr;
   const k::Isa isa = k::active_isa();
-  at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(p.h, 1)),
+  at::parallel_for(0, rows, parallel_grain(rows, p.h, kMinTaskElems),
                    [&](int64_t r0, int64_t r1) { k::quant_rows(isa, args, r0, r1); });
   if (p.int4) {
     const int8_t* src = q8.const_data_ptr<int8_t>();
@@ -247,7 +247,7 @@ std::vector<at::Tensor> run_dynamic_quant(const at::Tensor& input,
                                                       : (input.size(-2) == 0 ? 0 : total / input.size(-2));
   std::vector<float> scales(static_cast<size_t>(groups)), offsets(static_cast<size_t>(groups));
   const int64_t rows_per_mat = input.size(-2);
-  at::parallel_for(0, groups, 16, [&](int64_t g0, int64_t g1) {
+  at::parallel_for(0, groups, parallel_grain(groups, groups == 0 ? 1 : total / groups, kMinTaskElems), [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const float* base;
       int64_t n, stride;

@@ -87,6 +87,19 @@ inline void pack_int4_words(const T* values, uint32_t* words, int64_t n_words) {
   }
 }
 
+// Grain for at::parallel_for over `tasks` units of `work_per_task` (multiply-adds, or elements
+// for passes that touch each element once): a few tasks per thread for balance, but never under
+// `min_task_work` per task, because a parallel region costs microseconds quiet and a whole
+// timeslice when another process holds a core. Decode-sized work (one token's row, a small
+// weight) therefore runs inline on the calling thread instead of waking the pool.
+constexpr int64_t kMinTaskMacs = int64_t{1} << 20;
+constexpr int64_t kMinTaskElems = int64_t{1} << 15;  // ATen's elementwise GRAIN_SIZE
+inline int64_t parallel_grain(int64_t tasks, int64_t work_per_task, int64_t min_task_work = kMinTaskMacs) {
+  const int64_t balance = tasks / (4 * std::max(1, at::get_num_threads()));
+  const int64_t by_work = min_task_work / std::max<int64_t>(1, work_per_task);
+  return std::max<int64_t>({int64_t{1}, balance, by_work});
+}
+
 // int32 words of 8 int4 along the last dim -> a CPU int8 tensor, last dim x8.
 inline at::Tensor unpack_int4(const at::Tensor& packed) {
   const at::Tensor src = packed.contiguous();
@@ -95,7 +108,7 @@ inline at::Tensor unpack_int4(const at::Tensor& packed) {
   at::Tensor out = at::empty(sizes, src.options().dtype(at::kChar).device(at::kCPU));
   const uint32_t* s = reinterpret_cast<const uint32_t*>(src.const_data_ptr<int32_t>());
   int8_t* d = out.mutable_data_ptr<int8_t>();
-  at::parallel_for(0, src.numel(), 4096, [&](int64_t b, int64_t e) {
+  at::parallel_for(0, src.numel(), parallel_grain(src.numel(), 8, kMinTaskElems), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const uint32_t w = s[i];
       for (int j = 0; j < 8; ++j) {
@@ -105,16 +118,6 @@ inline at::Tensor unpack_int4(const at::Tensor& packed) {
     }
   });
   return out;
-}
-
-// Grain for at::parallel_for over `tasks` units of `macs_per_task` multiply-adds: a few
-// tasks per thread for balance, but never under ~1M MACs per task, because a parallel
-// region costs microseconds quiet and a whole timeslice when another process holds a core.
-inline int64_t parallel_grain(int64_t tasks, int64_t macs_per_task) {
-  constexpr int64_t kMinTaskMacs = int64_t{1} << 20;
-  const int64_t balance = tasks / (4 * std::max(1, at::get_num_threads()));
-  const int64_t by_work = kMinTaskMacs / std::max<int64_t>(1, macs_per_task);
-  return std::max<int64_t>({int64_t{1}, balance, by_work});
 }
 
 }  // namespace at::native::qdev

@@ -371,7 +371,7 @@ void pack_b(const at::Tensor& b /* (k, n) int8, any strides, host */, int64_t k,
   const int8_t* src = b.const_data_ptr<int8_t>();
   const int64_t sk = b.stride(0), sn = b.stride(1);
   const int64_t panels = k::qgemm_num_panels(n);
-  at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+  at::parallel_for(0, panels, parallel_grain(panels, k * k::kNzCols, kMinTaskElems), [&](int64_t p0, int64_t p1) {
     k::pack_b_nz_ref(src, k, n, sk, sn, out.own_data.data(), out.own_colsum.data(), p0 * k::kNzCols,
                      std::min(p1 * k::kNzCols, n));
   });
@@ -417,7 +417,7 @@ at::Tensor a8w4_matmul(const Plan& p, const at::Tensor& x1, const at::Tensor& x2
   at::Tensor acc16 = at::zeros({rows, n}, at::kHalf);
   uint16_t* acc = reinterpret_cast<uint16_t*>(acc16.data_ptr());
   for (int64_t g = 0; g < groups; ++g) {
-    at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+    at::parallel_for(0, panels, parallel_grain(panels, G * k::kNzCols, kMinTaskElems), [&](int64_t p0, int64_t p1) {
       k::pack_b_nz4_from_int4(isa, w + g * G * row_words, G, n, /*k_packed=*/false, row_words, b4.data(), p0 * k::kNzCols,
                               std::min(p1 * k::kNzCols, n));
     });
@@ -432,8 +432,7 @@ at::Tensor a8w4_matmul(const Plan& p, const at::Tensor& x1, const at::Tensor& x2
     args.c = sums.data_ptr();
     args.ldc = n;
     args.ep.out = k::QGemmOut::kInt32;
-    const int64_t grain = std::max<int64_t>(1, panels / (4 * at::get_num_threads()));
-    at::parallel_for(0, panels, grain, [&](int64_t p0, int64_t p1) { k::qgemm4_panels(isa, args, p0, p1); });
+    at::parallel_for(0, panels, parallel_grain(panels, rows * G * k::kNzCols), [&](int64_t p0, int64_t p1) { k::qgemm4_panels(isa, args, p0, p1); });
     // float16 accumulation, each term rounded to float16 first: the golden's numpy steps.
     const int32_t* s = sums.const_data_ptr<int32_t>();
     at::parallel_for(0, rows, parallel_grain(rows, n), [&](int64_t r0, int64_t r1) {
@@ -576,7 +575,7 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
     const int64_t rows = batches * m;
     std::vector<int8_t> a_s8(static_cast<size_t>(rows * lda), 0);
     std::vector<int32_t> rowsum(static_cast<size_t>(rows));
-    at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    at::parallel_for(0, rows, parallel_grain(rows, kk, kMinTaskElems), [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         int32_t sum = 0;
         for (int64_t i = 0; i < kk; ++i) sum += (a_s8[static_cast<size_t>(r * lda + i)] = a_src[r * kk + i]);
@@ -588,7 +587,7 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
     std::vector<uint8_t> b4(static_cast<size_t>(k::nz4_packed_bytes(kk, n)));
     const uint32_t* w = reinterpret_cast<const uint32_t*>(words.const_data_ptr<int32_t>());
     const int64_t num_panels = k::qgemm_num_panels(n);
-    at::parallel_for(0, num_panels, 1, [&](int64_t p0, int64_t p1) {
+    at::parallel_for(0, num_panels, parallel_grain(num_panels, kk * k::kNzCols, kMinTaskElems), [&](int64_t p0, int64_t p1) {
       k::pack_b_nz4_from_int4(isa, w, kk, n, p.x2_k_packed, row_words, b4.data(), p0 * k::kNzCols,
                               std::min(p1 * k::kNzCols, n));
     });
@@ -610,14 +609,13 @@ at::Tensor npu_quant_matmul(const at::Tensor& x1, const at::Tensor& x2, const at
     if (!bias_i.empty()) args.ep.bias_i32 = bias_i.data();
     if (!bias_f.empty()) args.ep.bias_f = bias_f.data();
     if (has_pertoken) args.ep.pertoken = pertoken_all.data();
-    const int64_t grain4 = std::max<int64_t>(1, num_panels / (4 * at::get_num_threads()));
-    at::parallel_for(0, num_panels, grain4, [&](int64_t p0, int64_t p1) { k::qgemm4_panels(isa, args, p0, p1); });
+    at::parallel_for(0, num_panels, parallel_grain(num_panels, rows * kk * k::kNzCols), [&](int64_t p0, int64_t p1) { k::qgemm4_panels(isa, args, p0, p1); });
     return out;
   }
 
   std::unique_ptr<uint8_t[]> a_u8_buf(new uint8_t[static_cast<size_t>(batches * m * lda)]);  // no zero fill
   uint8_t* const a_u8_data = a_u8_buf.get();
-  at::parallel_for(0, batches * m, 64, [&](int64_t r0, int64_t r1) {
+  at::parallel_for(0, batches * m, parallel_grain(batches * m, kk, kMinTaskElems), [&](int64_t r0, int64_t r1) {
     k::pack_a_u8(a_src + r0 * kk, r1 - r0, kk, kk, a_u8_data + r0 * lda, lda);
   });
 

@@ -154,7 +154,7 @@ at::Tensor weight_only_linear(const at::Tensor& x, const at::Tensor& x_host, con
     uint16_t* bp = reinterpret_cast<uint16_t*>(buf.mutable_data_ptr());
     for (int64_t n0 = 0; n0 < n; n0 += panel) {
       const int64_t n1 = std::min(n, n0 + panel);
-      at::parallel_for(n0, n1, 8, [&](int64_t a, int64_t b) {
+      at::parallel_for(n0, n1, parallel_grain(n1 - n0, k, kMinTaskElems), [&](int64_t a, int64_t b) {
         ::qdev::kernels::wq_dequant_rows(isa, args, a, b, bp + (a - n0) * k, k);
       });
       const at::Tensor wp = buf.narrow(0, 0, n1 - n0);

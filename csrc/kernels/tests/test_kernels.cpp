@@ -20,6 +20,7 @@
 
 #include "../common/qd_common.h"
 #include "../common/qd_cpu_features.h"
+#include "../attention/qd_decode_attention.h"
 #include "../matmul/qd_a8w4.h"
 #include "../matmul/qd_qgemm.h"
 #include "../matmul/qd_qgemm_s4.h"
@@ -480,6 +481,127 @@ void test_a8w4_accumulate_variants(const std::vector<k::Isa>& isas) {
   }
 }
 
+
+// Decode attention: the reference against a double-precision softmax(q k^T s + mask) v, and
+// every variant against the reference (float32 sums in another order: close, not equal); GQA,
+// odd head dims, bool / additive masks with masked tails, causal, strided caches, bf16/f16/f32.
+void test_decode_attention_variants(const std::vector<k::Isa>& isas) {
+  Rng rng(21);
+  struct Case { int64_t b, hq, hkv, l, s, d, dv; k::AttnMask mask; bool causal; k::FloatType type; };
+  const std::vector<Case> cases = {
+      {1, 8, 2, 1, 37, 64, 64, k::AttnMask::kNone, false, k::FloatType::kF32},
+      {2, 6, 2, 1, 50, 24, 40, k::AttnMask::kBool, false, k::FloatType::kBF16},
+      {1, 4, 4, 3, 19, 80, 80, k::AttnMask::kF32, false, k::FloatType::kF16},
+      {1, 9, 3, 2, 33, 64, 64, k::AttnMask::kNone, true, k::FloatType::kBF16},
+      {1, 2, 1, 1, 300, 160, 16, k::AttnMask::kBool, false, k::FloatType::kF32},
+  };
+  for (const Case& c : cases) {
+    const int64_t max_s = c.s + 7;  // cache capacity beyond kv_len: strided rows
+    const size_t es = c.type == k::FloatType::kF32 ? 4 : 2;
+    auto fill = [&](int64_t n) {
+      std::vector<float> f(static_cast<size_t>(n));
+      for (auto& v : f) v = rng.normal();
+      std::vector<uint8_t> raw(static_cast<size_t>(n) * es);
+      for (int64_t i = 0; i < n; ++i) {
+        if (c.type == k::FloatType::kF32) {
+          std::memcpy(raw.data() + 4 * i, &f[static_cast<size_t>(i)], 4);
+        } else {
+          const uint16_t h = c.type == k::FloatType::kBF16 ? k::f32_to_bf16_rne(f[static_cast<size_t>(i)])
+                                                           : k::f32_to_f16_rne(f[static_cast<size_t>(i)]);
+          std::memcpy(raw.data() + 2 * i, &h, 2);
+        }
+      }
+      return raw;
+    };
+    auto value = [&](const std::vector<uint8_t>& raw, int64_t i) -> double {
+      if (c.type == k::FloatType::kF32) { float f; std::memcpy(&f, raw.data() + 4 * i, 4); return f; }
+      uint16_t h; std::memcpy(&h, raw.data() + 2 * i, 2);
+      return c.type == k::FloatType::kBF16 ? k::bf16_to_f32(h) : k::f16_to_f32(h);
+    };
+    const auto q = fill(c.b * c.hq * c.l * c.d);
+    const auto kk = fill(c.b * c.hkv * max_s * c.d);
+    const auto v = fill(c.b * c.hkv * max_s * c.dv);
+    std::vector<uint8_t> mb(static_cast<size_t>(c.l * c.s));
+    std::vector<float> mf(static_cast<size_t>(c.l * c.s));
+    for (int64_t i = 0; i < c.l * c.s; ++i) {
+      const bool tail = i % c.s >= c.s - 9;  // a static cache's unused tail
+      mb[static_cast<size_t>(i)] = !tail && rng.range(0, 5) != 0;
+      mf[static_cast<size_t>(i)] = tail || rng.range(0, 5) == 0 ? -INFINITY : rng.normal();
+    }
+    k::DecodeAttnArgs a;
+    a.type = c.type;
+    a.batch = c.b; a.q_heads = c.hq; a.kv_heads = c.hkv; a.q_len = c.l; a.kv_len = c.s;
+    a.head_dim = c.d; a.v_dim = c.dv;
+    a.q = q.data(); a.q_sb = c.hq * c.l * c.d; a.q_sh = c.l * c.d; a.q_sl = c.d;
+    a.k = kk.data(); a.k_sb = c.hkv * max_s * c.d; a.k_sh = max_s * c.d; a.k_ss = c.d;
+    a.v = v.data(); a.v_sb = c.hkv * max_s * c.dv; a.v_sh = max_s * c.dv; a.v_ss = c.dv;
+    a.o_sb = c.hq * c.l * c.dv; a.o_sh = c.l * c.dv; a.o_sl = c.dv;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    a.causal = c.causal;
+    a.mask_kind = c.mask;
+    a.mask = c.mask == k::AttnMask::kBool ? static_cast<const void*>(mb.data()) : static_cast<const void*>(mf.data());
+    a.m_sl = c.s;  // broadcast over batch and heads
+    const int64_t out_n = c.b * c.hq * c.l * c.dv;
+    std::vector<float> scratch(static_cast<size_t>(k::decode_attention_scratch_floats(a)));
+    auto run = [&](k::Isa isa, bool ref) {
+      std::vector<uint8_t> out(static_cast<size_t>(out_n) * es, 0xCD);
+      a.out = out.data();
+      const int64_t tasks = c.b * c.hkv;
+      // two calls over split task ranges: a task must not depend on another
+      if (ref) { k::decode_attention_ref(a, 0, 1, scratch.data()); k::decode_attention_ref(a, 1, tasks, scratch.data()); }
+      else { k::decode_attention(isa, a, 0, 1, scratch.data()); k::decode_attention(isa, a, 1, tasks, scratch.data()); }
+      std::vector<double> o(static_cast<size_t>(out_n));
+      for (int64_t i = 0; i < out_n; ++i) o[static_cast<size_t>(i)] = value(out, i);
+      return o;
+    };
+    const std::string name = "decode attention b=" + std::to_string(c.b) + " hq=" + std::to_string(c.hq) + " hkv=" +
+                             std::to_string(c.hkv) + " l=" + std::to_string(c.l) + " s=" + std::to_string(c.s) +
+                             " d=" + std::to_string(c.d);
+    // naive double reference
+    std::vector<double> want(static_cast<size_t>(out_n), 0.0);
+    const int64_t grp = c.hq / c.hkv;
+    for (int64_t b = 0; b < c.b; ++b)
+      for (int64_t h = 0; h < c.hq; ++h)
+        for (int64_t l = 0; l < c.l; ++l) {
+          const int64_t g = h / grp;
+          std::vector<double> p(static_cast<size_t>(c.s), 0.0);
+          double mx = -INFINITY;
+          for (int64_t j = 0; j < c.s; ++j) {
+            double add = 0.0;
+            bool ok = !(c.causal && j > l);
+            if (c.mask == k::AttnMask::kBool) ok = ok && mb[static_cast<size_t>(l * c.s + j)];
+            if (c.mask == k::AttnMask::kF32) { add = mf[static_cast<size_t>(l * c.s + j)]; ok = ok && add != -INFINITY; }
+            if (!ok) { p[static_cast<size_t>(j)] = -INFINITY; continue; }
+            double dot = 0.0;
+            for (int64_t d = 0; d < c.d; ++d)
+              dot += value(q, ((b * c.hq + h) * c.l + l) * c.d + d) * value(kk, ((b * c.hkv + g) * max_s + j) * c.d + d);
+            p[static_cast<size_t>(j)] = dot * a.scale + add;
+            mx = std::max(mx, p[static_cast<size_t>(j)]);
+          }
+          double sum = 0.0;
+          for (auto& x : p) { x = x == -INFINITY ? 0.0 : std::exp(x - mx); sum += x; }
+          for (int64_t e = 0; e < c.dv; ++e) {
+            double acc = 0.0;
+            for (int64_t j = 0; j < c.s; ++j) acc += p[static_cast<size_t>(j)] * value(v, ((b * c.hkv + g) * max_s + j) * c.dv + e);
+            want[static_cast<size_t>(((b * c.hq + h) * c.l + l) * c.dv + e)] = sum > 0 ? acc / sum : 0.0;
+          }
+        }
+    const double tol = c.type == k::FloatType::kF32 ? 2e-5 : c.type == k::FloatType::kBF16 ? 1.6e-2 : 2e-3;
+    auto close = [&](const std::vector<double>& got, const std::vector<double>& ref, double t) {
+      for (size_t i = 0; i < got.size(); ++i) {
+        if (!(std::fabs(got[i] - ref[i]) <= t * (1.0 + std::fabs(ref[i])))) {
+          std::fprintf(stderr, "  at %zu: %g vs %g\n", i, got[i], ref[i]);
+          return false;
+        }
+      }
+      return true;
+    };
+    const auto ref = run(k::Isa::kRef, true);
+    check(close(ref, want, tol), name + " ref vs double");
+    for (k::Isa isa : isas) check(close(run(isa, false), ref, tol), name + " " + k::isa_name(isa) + " vs ref");
+  }
+}
+
 // --- dispatch -------------------------------------------------------------------------
 
 void test_isa_names_and_selection() {
@@ -530,6 +652,7 @@ int main(int argc, char** argv) {
   test_w4a8_variants(isas);
   test_nz4_pack_variants(isas);
   test_a8w4_accumulate_variants(isas);
+  test_decode_attention_variants(isas);
   std::printf("%d checks, %d failures (variants against ref:", g_checks, g_failures);
   for (k::Isa isa : isas) std::printf(" %s", k::isa_name(isa));
   std::printf("%s)\n", isas.empty() ? " none on this CPU" : "");
