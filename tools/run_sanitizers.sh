@@ -86,7 +86,7 @@ for step in "${steps[@]}"; do
     # redzones, and freed blocks go to ASan's quarantine instead of the cache. "python" uses the
     # normal build (run.py test's), so only what ASan intercepts is checked (memcpy/memset/free:
     # copies, the allocator, the runtime); "python-instrumented" first builds the whole extension
-    # with ASan+UBSan (slow: ~15 min of compiling on 2 cores) and checks every access.
+    # with ASan+UBSan (slow: ~5 min of CPU to compile, 31 min on the shared machine) and checks every access.
     t0=$SECONDS
     py=$PWD/.venv/bin/python
     [ -x "$py" ] || { echo "[san] $py missing: run python3 run.py test first" >&2; exit 1; }
