@@ -31,13 +31,14 @@ DistTestCases.backend_feature["plugin"].add("qccl")
 from torch.testing._internal.distributed.distributed_test import DistributedTest, TestDistBackend  # noqa: E402
 
 DEFAULT = {"test_all_reduce_sum"}  # each test costs ~10 CPU-s (the suite is a heavy import per rank)
-ALLOW = DEFAULT | {"test_all_gather", "test_send_recv",
-    "test_all_reduce_max", "test_all_reduce_sum_async", "test_all_reduce_min", "test_all_reduce_product",
-    "test_broadcast", "test_reduce_sum", "test_scatter", "test_gather", "test_barrier",
-    "test_all_to_all_single_equal_split", "test_all_to_all_single_unequal_split", "test_all_to_all",
-    "test_all_gather_into_tensor_ops", "test_all_gather_object", "test_broadcast_object_list",
-    "test_irecv", "test_isend", "test_send_recv_any_source", "test_batch_isend_irecv_gloo",
+ALLOW = DEFAULT | {  # all 15 pass
+    "test_all_gather", "test_send_recv", "test_all_reduce_max", "test_all_reduce_sum_async",
+    "test_all_reduce_min", "test_all_reduce_product", "test_broadcast", "test_reduce_sum", "test_scatter",
+    "test_gather", "test_barrier", "test_irecv",
+    "test_isend", "test_send_recv_any_source",
 }
+# Left out: the suite itself skips them for any backend but MPI (CPU all_to_all) or outside its
+# own backend sets (batch isend/irecv, broadcast_object_list); tests/test_distributed.py covers them.
 RUN = ALLOW if os.environ.get("QDEV_TEST_DIST_GENERIC") == "1" else DEFAULT
 
 
