@@ -39,7 +39,7 @@ from torch import nn
 
 import torch_qdev  # noqa: F401  (also autoloaded by `import torch`)
 from torch_qdev.quantization import A8W8DynamicConfig, A16W4Config, A16W8Config, W4A8DynamicConfig, quantize_
-from torch_qdev.generation import DecodeStep, add_demo_arguments, demo_profile, static_cache
+from torch_qdev.generation import DecodeStep, add_demo_arguments, demo_profile, static_cache, strip_hooks
 from torch_qdev.quantization.torch_peers import (TorchDynQuant4bitLinear, TorchInt4WeightOnlyLinear,
                                                  fbgemm_dynamic_int8, swap_linears)
 
@@ -244,6 +244,8 @@ class Run:
         for _ in range(min(n, self.new_tokens - len(self.tokens))):
             t0 = time.perf_counter()
             if self.step:
+                strip_hooks(self.model)  # timer hooks (sync, clock; also ones deep-copied from the fp32
+                # model) cannot be compiled: layer times stay eager-only
                 self._tok = self.step(self._tok, torch.tensor([self.ids.shape[1] + len(self.tokens) - 1],
                                                               device=self.device))
             else:

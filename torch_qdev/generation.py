@@ -142,6 +142,13 @@ def add_demo_arguments(parser) -> None:
                         help="print where a decode step's time goes (per-op table) for each qdev config")
 
 
+def strip_hooks(model: nn.Module) -> None:
+    """Removes forward (pre-)hooks from every submodule: Python timing hooks break fullgraph compile."""
+    for mod in model.modules():
+        mod._forward_pre_hooks.clear()
+        mod._forward_hooks.clear()
+
+
 def demo_profile(args, runs) -> None:
     """``--profile``: the per-op decode table of each (name, model, prompt ids, DecodeStep or None),
     compiled (reusing the run's compiled step and cache length) or eager, as the run decoded."""
