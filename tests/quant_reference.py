@@ -158,7 +158,8 @@ def dynamic_quant_modes(x, smooth=None, group_index=None, asymmetric=False, mode
 def w4a8_quant_rows(x):
     """Per-row asymmetric int8 with the nudged zero point (§2.1)."""
     x = x.float()
-    mn, mx = x.min(1).values, x.max(1).values
+    nan = torch.isnan(x)  # NaN is left out of the range, as the kernels' std::min/max
+    mn, mx = torch.where(nan, torch.inf, x).min(1).values, torch.where(nan, -torch.inf, x).max(1).values
     rmin, rmax = torch.minimum(torch.zeros_like(mn), mn), torch.maximum(torch.zeros_like(mx), mx)
     scale = torch.where(rmin == rmax, torch.ones_like(rmin), torch.tensor(255.0) / (rmax - rmin))
     recip = torch.where(scale != 0, 1.0 / scale, torch.zeros_like(scale))
@@ -166,7 +167,11 @@ def w4a8_quant_rows(x):
     zp = torch.where(((-128.0 + dmin) + (127.0 + dmax)) > 0, -128.0 - dmin, 127.0 - dmax).clamp(-128, 127)
     nzp = torch.round(zp).to(torch.int64)
     v = (x * scale[:, None]).double()
-    q = ((torch.sign(v) * torch.floor(v.abs() + 0.5)).to(torch.int64) + nzp[:, None]).clamp(-128, 127)
+    r = torch.sign(v) * torch.floor(v.abs() + 0.5)
+    # A NaN or out-of-range product converts to INT32_MIN; + zp wraps in 32 bits (x86 cvttps2dq, vpaddd).
+    ri = torch.where((r >= -2.0**31) & (r < 2.0**31), r, torch.tensor(-2.0**31, dtype=torch.float64)).to(torch.int64)
+    s = (ri + nzp[:, None] + 2**31) % 2**32 - 2**31
+    q = s.clamp(-128, 127)
     return q, nzp, recip
 
 

@@ -559,7 +559,8 @@ def weight_quant_ref(a):
         need(x.dim() == w.dim() and x.shape[:-2] == w.shape[:-2], "batch")
     need(x.shape[-1] == k, "k")
     need(G == 0 or (G % 32 == 0 and 32 <= G <= k - 1), "group size")
-    need(s.dtype in (torch.float16, torch.bfloat16, torch.float32) and s.dim() <= 2, "scale dtype / dims")
+    need(s.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.int64) and s.dim() <= 2, "scale dtype / dims")
+    need(s.dtype != torch.int64 or G == 0, "int64 scale per channel")
     rows = s.reshape(1, -1) if s.dim() < 2 else s
     if s.numel() == 1:
         rows = s.reshape(1, 1)
@@ -568,7 +569,8 @@ def weight_quant_ref(a):
     else:
         need(rows.shape[0] == 1 and rows.shape[1] in (1, n), "scale shape")
     if off is not None:
-        need(off.dtype.is_floating_point and (off.numel() == 1 or off.shape == s.shape), "offset")
+        need((off.dtype.is_floating_point or (off.dtype == torch.int32 and s.dtype == torch.int64)) and
+             (off.numel() == 1 or off.shape == s.shape), "offset")
     if bias is not None:
         need(bias.dtype.is_floating_point and (bias.shape == (n,) or bias.shape == (1, n)), "bias")
     if qs is not None:
@@ -581,7 +583,17 @@ def weight_quant_ref(a):
     if off is not None:
         orow = off.reshape(1, 1) if off.numel() == 1 else (off.reshape(1, -1) if off.dim() < 2 else off)
     batch_x = x if x.dim() >= w.dim() else x.expand(*wi.shape[:-2], *x.shape[-2:])
-    y = golden(batch_x, wi, rows, orow, bias.reshape(-1) if bias is not None else None, G, keep_fp32=qs is not None)
+    b = bias.reshape(-1) if bias is not None else None
+    if s.dtype == torch.int64:  # torch_npu_api.md §5.1: y = (x @ dt(W + off)) * dt(decoded scale) + bias
+        dt = x.dtype
+        wd = wi.to(dt) if orow is None else wi.to(dt) + orow.to(dt)
+        y = (batch_x.float() @ wd.float()).to(dt) * qref.decode_scale(rows.reshape(-1)).to(dt)
+        y = y.float() + (b.float() if b is not None else 0)
+        if dt == torch.bfloat16:
+            y = y.bfloat16().float()
+        y = y if qs is not None else y.to(dt)
+    else:
+        y = golden(batch_x, wi, rows, orow, b, G, keep_fp32=qs is not None)
     if qs is None:
         return y
     if qs.dtype == torch.int64:
@@ -714,6 +726,8 @@ def fam_w4a8(rng, dev):
             return fn(wd, a["scales"], a["bias"], a["block_size"], a["in_features"], a["out_features"])
         return fn(wd, a["scales"], a["bias"], bs, K, N)
 
+    packed_bytes = [None]
+
     def damage(p):
         if corrupt is None:
             return p
@@ -728,6 +742,8 @@ def fam_w4a8(rng, dev):
             b = torch.randint(0, 256, (b.numel(),), dtype=torch.uint8, generator=torch.Generator().manual_seed(pos))
         elif corrupt == "dtype_view":
             b = b[: b.numel() // 4 * 4].view(torch.int32)
+        if corrupt == "truncate":
+            packed_bytes[0] = b
         elif corrupt == "other_sizes":
             k2 = 64 if K != 64 else 96
             b = torch_qdev.dyn_quant_pack_4bit_weight(torch.zeros(N * k2 // 2, dtype=torch.uint8),
@@ -754,7 +770,11 @@ def fam_w4a8(rng, dev):
             x = torch.randn(3, kk) if 0 < kk < 4096 else cpu(a["x"])
             need(corrupt is None, "corrupt")
             return ("input-dependent", x)
-        need(corrupt in (None, "dtype_view"), "corrupt buffer")
+        if corrupt == "truncate":  # the aten container has a tail past the layout: cutting it is harmless
+            total = int(torch.tensor(list(packed_bytes[0][72:80].tolist()), dtype=torch.uint8).view(torch.int64))
+            need(packed_bytes[0].numel() >= total, "truncated buffer")
+        else:
+            need(corrupt in (None, "dtype_view"), "corrupt buffer")
         need((bsz, kk, nn_) == (bs, K, N), "sizes differ from the packed ones")
         same_device(a["x"], a["weights"])
         return w4_ref(cpu(a["x"]), w, sc, b, bs, K, N)

@@ -118,7 +118,7 @@ def child_main(seeds: list[int]) -> None:
     import resource
 
     # Huge expanded inputs must fail to allocate, not take the machine's memory.
-    limit = int(os.environ.get("QDEV_FUZZ_AS_LIMIT", str(10 << 30)))
+    limit = int(os.environ.get("QDEV_FUZZ_AS_LIMIT", str(3 << 30)))  # the machine rule: < 3 GiB a process
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import gc
     import warnings

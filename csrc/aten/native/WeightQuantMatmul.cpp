@@ -233,8 +233,9 @@ at::Tensor npu_weight_quant_batchmatmul(const at::Tensor& x, const at::Tensor& w
               "only (antiquant_group_size 0)");
   if (defined(antiquant_offset)) {
     const auto odt = antiquant_offset->scalar_type();
-    TORCH_CHECK(at::isFloatingType(odt) || odt == at::kInt, "npu_weight_quant_batchmatmul: antiquant_offset must "
-                "be a float tensor (or int32 with an int64 antiquant_scale), but it is ", dtype_name(odt));
+    TORCH_CHECK(at::isFloatingType(odt) || (odt == at::kInt && sdt == at::kLong), "npu_weight_quant_batchmatmul: "
+                "antiquant_offset must be a float tensor (or int32 with an int64 antiquant_scale), but it is ",
+                dtype_name(odt));
     TORCH_CHECK(antiquant_offset->numel() == 1 || antiquant_offset->sizes() == antiquant_scale.sizes(),
                 "npu_weight_quant_batchmatmul: antiquant_offset must have antiquant_scale's shape ",
                 antiquant_scale.sizes(), ", but it is ", antiquant_offset->sizes());

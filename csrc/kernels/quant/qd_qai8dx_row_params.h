@@ -37,8 +37,14 @@ static inline float qai8dx_x_at(const Qai8dxArgs& a, int64_t r, int64_t i) {
 }
 
 // q of one value: x * scale in fp32, rounded half away from zero, + zp, saturated to int8.
+// A NaN or out-of-range product converts to INT32_MIN and the zero point adds with 32-bit
+// wrap-around, as the SIMD variants do (cvttps2dq, vpaddd); written out, because the plain
+// casts would be undefined behaviour.
 static inline int32_t qai8dx_quantize(float x, const Qai8dxRowParams& rp) {
-  return std::min(std::max(static_cast<int32_t>(std::round(x * rp.scale)) + rp.zp, -128), 127);
+  const float r = std::round(x * rp.scale);
+  const int32_t v = r >= -2147483648.0f && r < 2147483648.0f ? static_cast<int32_t>(r) : INT32_MIN;
+  const int32_t s = static_cast<int32_t>(static_cast<uint32_t>(v) + static_cast<uint32_t>(rp.zp));
+  return std::min(std::max(s, -128), 127);
 }
 
 }  // namespace qdev::kernels
