@@ -22,6 +22,7 @@ void nd_to_nz(const void* nd, void* nz, int64_t batch, int64_t rows, int64_t col
   const int64_t per = nz_matrix_elems(rows, cols, c0);
   const auto* src = static_cast<const uint8_t*>(nd);
   auto* dst = static_cast<uint8_t*>(nz);
+  if (batch * per == 0) return;  // empty: the buffers may be null (memset(nullptr, 0, 0) is UB)
   std::memset(dst, 0, static_cast<size_t>(batch * per * itemsize));
   for (int64_t b = 0; b < batch; ++b) {
     uint8_t* mat = dst + b * per * itemsize;

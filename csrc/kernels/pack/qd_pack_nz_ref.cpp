@@ -10,7 +10,8 @@ void pack_b_nz_ref(const int8_t* b, int64_t k, int64_t n, int64_t stride_k, int6
   const int64_t k_blocks = (k + kNzRows - 1) / kNzRows;
   for (int64_t p = n_begin / kNzCols; p * kNzCols < n_end; ++p) {
     int8_t* panel = packed + p * k_blocks * kNzFractalBytes;
-    std::memset(panel, 0, static_cast<size_t>(k_blocks * kNzFractalBytes));
+    // k = 0 packs nothing (and the caller's buffer may be null: memset(nullptr, 0, 0) is UB).
+    if (k_blocks > 0) std::memset(panel, 0, static_cast<size_t>(k_blocks * kNzFractalBytes));
     for (int64_t jc = 0; jc < kNzCols; ++jc) {
       const int64_t j = p * kNzCols + jc;
       if (j >= n) {

@@ -25,6 +25,7 @@
 #include "../matmul/qd_qgemm.h"
 #include "../matmul/qd_qgemm_s4.h"
 #include "../matmul/qd_w4a8.h"
+#include "../pack/qd_nz_layout.h"
 
 namespace k = qdev::kernels;
 
@@ -191,6 +192,20 @@ void test_qgemm_reference_is_a_matmul() {
     }
     check(ok, shape_name("qgemm ref vs naive int32+bias", m, kk, n));
   }
+}
+
+// Empty operands arrive with null buffers (an empty std::vector's data()); the packers must not
+// hand those to memset/memcpy (UB even for 0 bytes: UBSan's nonnull-attribute check, see
+// tools/run_sanitizers.sh). k = 0 still defines the column sums: all zero.
+void test_pack_empty_operands() {
+  std::vector<int32_t> colsum(k::kNzCols, -1);
+  k::pack_b_nz_ref(nullptr, 0, 5, 5, 1, nullptr, colsum.data(), 0, 5);
+  bool zero = true;
+  for (int32_t v : colsum) zero = zero && v == 0;
+  check(zero, "pack_b_nz_ref k=0: zero column sums");
+  k::nd_to_nz(nullptr, nullptr, 1, 0, 7, 1, 32);
+  k::nd_to_nz(nullptr, nullptr, 0, 5, 7, 2, 16);
+  check(true, "nd_to_nz on empty matrices");
 }
 
 void test_qgemm_variants(const std::vector<k::Isa>& isas) {
@@ -648,6 +663,7 @@ int main(int argc, char** argv) {
   const std::vector<k::Isa> isas = simd_variants();
   test_isa_names_and_selection();
   test_qgemm_reference_is_a_matmul();
+  test_pack_empty_operands();
   test_qgemm_variants(isas);
   test_w4a8_variants(isas);
   test_nz4_pack_variants(isas);
