@@ -241,6 +241,7 @@ class QcclCollectivesTest(_QcclBase):
         work = dist.all_reduce(t, async_op=True)
         fut = work.get_future()
         value = fut.wait()
+        work.wait()  # gloo completes the future just before it marks the work completed
         self.assertTrue(work.is_completed())
         self.assertEqual(value[0].device.type, "qdev")
         self.assertEqual(value[0].data_ptr(), t.data_ptr())
