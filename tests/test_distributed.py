@@ -108,6 +108,51 @@ def test_fractal_nz_rejected(world_of_one):
     assert torch.equal(nd.cpu(), w.cpu())
 
 
+def static_quant_cases(k: int = 256, n: int = 96, m: int = 7):
+    """(x1, x2, kwargs) of npu_quant_matmul's static A8W8 forms: int8/float16/bfloat16 output,
+    float32/int64/bfloat16 scales, offset, per-token scale, int32 and float biases."""
+    g = torch.Generator().manual_seed(11)
+    x1 = torch.randint(-128, 128, (m, k), dtype=torch.int8, generator=g)
+    x2 = torch.randint(-128, 128, (k, n), dtype=torch.int8, generator=g)
+    scale = torch.rand(n, generator=g) * 3e-3 + 1e-4  # int8 outputs saturate at both ends
+    offset = torch.randint(-20, 20, (n,), generator=g).float()
+    pertoken = torch.rand(m, generator=g) + 0.5
+    bias_i = torch.randint(-5000, 5000, (n,), dtype=torch.int32, generator=g)
+    bias_f = torch.randn(n, generator=g)
+    packed = torch_qdev.npu_trans_quant_param(scale, offset)
+    return x1, x2, [
+        dict(scale=scale, offset=offset, output_dtype=torch.int8),
+        dict(scale=packed, bias=bias_i, output_dtype=torch.int8),
+        dict(scale=scale, output_dtype=torch.float16, bias=bias_i),
+        dict(scale=packed, output_dtype=torch.float16),
+        dict(scale=scale, pertoken_scale=pertoken, bias=bias_f, output_dtype=torch.bfloat16),
+        dict(scale=scale, pertoken_scale=pertoken, output_dtype=torch.float16),
+        dict(scale=scale.bfloat16(), output_dtype=torch.bfloat16, bias=bias_f.bfloat16()),
+    ]
+
+
+def check_row_parallel_static(rank: int, world: int, device) -> None:
+    from torch_qdev.distributed.tensor_parallel import row_parallel_quant_matmul
+
+    x1, x2, cases = static_quant_cases()
+    k = x1.shape[1] // world
+    for kw in cases:
+        kw = {key: (v.to(device) if isinstance(v, torch.Tensor) else v) for key, v in kw.items()}
+        one = torch_qdev.npu_quant_matmul(x1.to(device), x2.to(device), **kw).cpu()
+        scale = kw.pop("scale")
+        tp = row_parallel_quant_matmul(x1[:, rank * k:(rank + 1) * k].contiguous().to(device),
+                                       x2[rank * k:(rank + 1) * k].to(device), scale, **kw).cpu()
+        assert tp.dtype == one.dtype
+        assert torch.equal(tp, one), (f"{kw.get('output_dtype')} {scale.dtype}: "
+                                      f"{(tp.float() - one.float()).abs().max()}")
+        if one.dtype == torch.int8:  # the cases reach both ends of the int8 range
+            assert int(one.min()) == -128 and int(one.max()) == 127
+
+
+def test_row_parallel_epilogue_matches_kernel(world_of_one):
+    check_row_parallel_static(0, 1, "qdev")
+
+
 def test_npu_mm_all_reduce_base_errors(world_of_one):
     pg = dist.group.WORLD
     x = torch.randn(4, 64, dtype=torch.bfloat16, device="qdev")
@@ -241,6 +286,7 @@ class QcclCollectivesTest(_QcclBase):
         work = dist.all_reduce(t, async_op=True)
         fut = work.get_future()
         value = fut.wait()
+        work.wait()  # gloo completes the future just before it marks the work completed
         self.assertTrue(work.is_completed())
         self.assertEqual(value[0].device.type, "qdev")
         self.assertEqual(value[0].data_ptr(), t.data_ptr())
@@ -380,6 +426,7 @@ class TensorParallelQuantTest(_QcclBase):
             self.assertEqual(y_row.dtype, y_one.dtype)
             self.assertTrue(torch.equal(y_row, y_one),
                             f"row split {config.name} {dtype}: max diff {(y_row.float() - y_one.float()).abs().max()}")
+        check_row_parallel_static(self.rank, w, dev)
         with self.assertRaisesRegex(ValueError, "must split evenly"):
             RowwiseQuantLinear(torch.nn.Linear(96, 8), A8W8DynamicConfig())
 

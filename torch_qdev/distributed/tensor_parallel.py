@@ -58,6 +58,56 @@ def _all_gather_last(y: torch.Tensor, group, world: int) -> torch.Tensor:
     return torch.movedim(parts, 0, -2).reshape(*y.shape[:-1], world * y.shape[-1])
 
 
+def _epilogue_scale(scale: torch.Tensor, offset: Optional[torch.Tensor], out_dtype: torch.dtype,
+                    has_pertoken: bool) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The float32 scale (and int32 offset) npu_quant_matmul's epilogue applies: an int64 scale
+    is unpacked (19-bit scale, 9-bit offset); a float32 one for int8 or float16 output without
+    pertoken_scale is first packed as torch_npu does (npu_trans_quant_param)."""
+    if scale.dtype == torch.float32 and not has_pertoken and out_dtype in (torch.int8, torch.float16):
+        scale = ops.npu_trans_quant_param(scale, offset if out_dtype == torch.int8 else None)
+    if scale.dtype != torch.int64:
+        return scale.float(), None
+    s = (scale & 0xFFFFE000).to(torch.int32).view(torch.float32)
+    o = (scale >> 37) & 0x1FF
+    o = torch.where(o >= 256, o - 512, o).to(torch.int32)
+    return s, (o if out_dtype == torch.int8 else None)
+
+
+def row_parallel_quant_matmul(x1: torch.Tensor, x2: torch.Tensor, scale: torch.Tensor, *,
+                              offset: Optional[torch.Tensor] = None, pertoken_scale: Optional[torch.Tensor] = None,
+                              bias: Optional[torch.Tensor] = None, output_dtype: Optional[torch.dtype] = None,
+                              group=None) -> torch.Tensor:
+    """``npu_quant_matmul`` split along k, bit-identical to the one-device call on the whole k.
+
+    ``x1`` (m, k_r) int8 is this rank's k-slice of the activations, ``x2`` (k_r, n) int8 the
+    matching rows of the weight; ``scale``, ``offset``, ``pertoken_scale`` and ``bias`` are the
+    full ones. Each rank computes its int32 partial sums, one int32 all-reduce adds them
+    (exact), and the epilogue (int32 bias, scale, per-token scale, float bias, CANN's int8
+    requantization or the float16/bfloat16 rounding) runs once on the sum.
+    """
+    out_dtype = torch.int8 if output_dtype is None else output_dtype
+    if out_dtype not in (torch.int8, torch.float16, torch.bfloat16):
+        raise ValueError(f"row_parallel_quant_matmul: output_dtype must be torch.int8, torch.float16 or "
+                         f"torch.bfloat16, got {out_dtype}")
+    ones = torch.ones(1, dtype=torch.float32, device=x1.device)
+    acc = ops.npu_quant_matmul(x1, x2, ones, output_dtype=torch.int32)
+    dist.all_reduce(acc, group=group)
+    if bias is not None and bias.dtype == torch.int32:
+        acc = acc + bias
+    s, o = _epilogue_scale(scale, offset, out_dtype, pertoken_scale is not None)
+    y = acc.to(torch.float32) * s
+    if out_dtype == torch.int8:
+        q = torch.round(y.clamp(-256.0, 255.0)).to(torch.int32)  # the 9-bit intermediate, half to even
+        if o is not None:
+            q = q + o
+        return q.clamp(-128, 127).to(torch.int8)
+    if pertoken_scale is not None:
+        y = y * pertoken_scale.float()[:, None]
+    if bias is not None and bias.dtype != torch.int32:
+        y = y + bias.float()
+    return y.to(out_dtype)
+
+
 def _group_multiple(config: QuantConfig) -> int:
     g = getattr(config, "group_size", None)
     return g if g else 1
@@ -165,13 +215,9 @@ class RowwiseQuantLinear(nn.Module):
         dist.all_reduce(amax, op=dist.ReduceOp.MAX, group=self.group)
         xq, pertoken = ops.npu_dynamic_quant(torch.cat([x2, amax], dim=-1))
         xq = xq[:, :self.k_local].contiguous()
-        acc = ops.npu_quant_matmul(xq, self.weight.t(), self.scale, output_dtype=torch.int32)
-        dist.all_reduce(acc, group=self.group)
-        # The fused kernel's epilogue, once: ((float(acc) * scale) * pertoken) + bias, rounded.
-        y = (acc.to(torch.float32) * self.scale) * pertoken[:, None]
-        if self.bias is not None:
-            y = y + self.bias
-        y = y.to(out_dtype).reshape(*lead, self.out_features)
+        y = row_parallel_quant_matmul(xq, self.weight.t(), self.scale, pertoken_scale=pertoken, bias=self.bias,
+                                      output_dtype=out_dtype, group=self.group)
+        y = y.reshape(*lead, self.out_features)
         return y if y.dtype == dtype else y.to(dtype)
 
     def extra_repr(self) -> str:
