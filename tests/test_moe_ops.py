@@ -356,6 +356,26 @@ def test_gmm_opcheck(device):
                                split_item=2, group_type=0, group_list_type=1, output_dtype=15))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_gmm_opcheck_other_modes(device):
+    """split_item 0 with group_list (data-dependent output sizes), W8A16 and W4A8."""
+    g = _gen(16)
+    x = torch.randint(-128, 128, (5, 32), dtype=torch.int8, generator=g).to(device)
+    w = torch.randint(-128, 128, (3, 32, 16), dtype=torch.int8, generator=g).to(device)
+    gl = torch.tensor([2, 0, 3]).to(device)
+    op = torch.ops.qdev.npu_grouped_matmul.default
+    torch.library.opcheck(op, ([x], [w]), dict(group_list=gl, split_item=0, group_type=0, group_list_type=1,
+                                                output_dtype=3))
+    torch.library.opcheck(op, ([torch.randn(5, 32, generator=g).bfloat16().to(device)], [w]),
+                          dict(antiquant_scale=[torch.rand(3, 16, generator=g).bfloat16().to(device)], group_list=gl,
+                               split_item=3, group_type=0, group_list_type=1))
+    w4 = torch.randint(-2**31, 2**31 - 1, (3, 32, 2), dtype=torch.int32, generator=g).to(device)
+    torch.library.opcheck(op, ([x], [w4]), dict(scale=[torch.rand(3, 16, generator=g).to(device)],
+                                                 per_token_scale=[torch.rand(5, generator=g).to(device)],
+                                                 group_list=gl, split_item=3, group_type=0, group_list_type=1,
+                                                 output_dtype=15))
+
+
 def test_gmm_compile_fullgraph():
     x, w, counts = _w8a8_data(14, E=3, K=32, N=32, counts=(2, 1, 3))
     scale, pts = torch.rand(3, 32) * 1e-3, torch.rand(6)
