@@ -681,3 +681,28 @@ def test_npu_anti_quant(device):
         torch_qdev.npu_anti_quant(torch.ones(4), torch.ones(1))
     torch.library.opcheck(torch.ops.qdev.npu_anti_quant.default, (pack_int4(v).to(device), s.to(device)),
                           dict(offset=o.to(device), dst_dtype=15))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("glt", [0, 1])
+def test_swiglu_quant(device, glt):
+    g = _gen(42)
+    x = torch.randn(2, 5, 24, generator=g)
+    counts = [3, 0, 7]
+    gi = torch.tensor(counts, dtype=torch.int32)
+    gi = gi.cumsum(0).to(torch.int32) if glt == 0 else gi
+    sm = torch.rand(3, 12, generator=g) + 0.5
+    y, s = torch_qdev.npu_swiglu_quant(x.to(device), smooth_scales=sm.to(device), group_index=gi.to(device),
+                                       activate_left=True, quant_mode=1, group_list_type=glt)
+    assert y.shape == (2, 5, 12) and s.shape == (2, 5)
+    xf = x.reshape(10, 24)
+    sw = F.silu(xf[:, :12]) * xf[:, 12:]
+    grp = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    q, sc = dynamic_quant(sw, smooth=sm[grp])
+    assert (y.cpu().reshape(10, 12).int() - q.int()).abs().max() <= 1
+    torch.testing.assert_close(s.cpu().reshape(-1), sc, rtol=1e-5, atol=0)
+    with pytest.raises(RuntimeError, match="only dynamic quantization \\(quant_mode 1\\)"):
+        torch_qdev.npu_swiglu_quant(x, quant_mode=0)
+    torch.library.opcheck(torch.ops.qdev.npu_swiglu_quant.default, (x.to(device),),
+                          dict(smooth_scales=sm.to(device), group_index=gi.to(device), quant_mode=1,
+                               group_list_type=glt))
