@@ -706,3 +706,35 @@ def test_swiglu_quant(device, glt):
     torch.library.opcheck(torch.ops.qdev.npu_swiglu_quant.default, (x.to(device),),
                           dict(smooth_scales=sm.to(device), group_index=gi.to(device), quant_mode=1,
                                group_list_type=glt))
+
+
+def test_row_kernel_variants_agree():
+    """The SIMD row kernels against the scalar reference (QDEV ISA switch): quantization of the same
+    fp32 rows is bit-identical; RMSNorm / SwiGLU differ only in summation order / exp ulps."""
+    g = _gen(43)
+    x = torch.randn(37, 2 * 72, generator=g) * 3
+    x[3] = 0.0                                      # zero row: scale 0
+    x1, x2 = torch.randn(9, 100, generator=g).bfloat16(), torch.randn(9, 100, generator=g).bfloat16()
+    gamma = torch.randn(100, generator=g).bfloat16()
+    s1 = torch.rand(100, generator=g) + 0.01
+    prev = torch_qdev._C._get_cpu_isa()
+    res = {}
+    try:
+        for isa in torch_qdev._C._supported_cpu_isas():
+            torch_qdev._C._set_cpu_isa(isa)
+            res[isa] = (torch_qdev.npu_swiglu_quant(x, quant_mode=1),
+                        torch_qdev.npu_add_rms_norm_dynamic_quant(x1, x2, gamma),
+                        torch_qdev.npu_add_rms_norm_quant(x1, x2, gamma, s1, div_mode=False),
+                        torch_qdev.npu_quantize(x, torch.tensor([0.3]), None, torch.qint8, -1, False),
+                        torch_qdev.npu_swiglu(x))
+    finally:
+        torch_qdev._C._set_cpu_isa(prev)
+    ref = res["ref"]
+    for isa, r in res.items():
+        (y, s), (q1, _, xo, sc1, _), (p1, _, _), qz, sw = r
+        assert (y.int() - ref[0][0].int()).abs().max() <= 1 and torch.allclose(s, ref[0][1], rtol=1e-6, atol=0)
+        assert (q1.int() - ref[1][0].int()).abs().max() <= 1 and torch.equal(xo, ref[1][2])
+        torch.testing.assert_close(sc1, ref[1][3], rtol=1e-5, atol=0)
+        assert (p1.int() - ref[2][0].int()).abs().max() <= 1
+        assert torch.equal(qz, ref[3])
+        torch.testing.assert_close(sw, ref[4], rtol=1e-5, atol=1e-6)

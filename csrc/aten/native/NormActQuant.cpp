@@ -22,6 +22,9 @@ namespace {
 
 namespace k = ::qdev::kernels;
 
+// The row kernels of the active ISA variant.
+const k::MoeRowKernels& row_kernels() { return k::moe_row_kernels(k::active_isa()); }
+
 // qdev tensors: this device, after the work queued on its current stream.
 void enter(const at::Tensor& like, std::optional<c10::DeviceGuard>& guard) {
   if (like.device().type() == c10::DeviceType::PrivateUse1) {
@@ -143,6 +146,7 @@ std::tuple<at::Tensor, at::Tensor> npu_dequant_swiglu_quant(
     sh.narrow(0, covered, tokens - covered).zero_();
   }
   const at::Tensor xf = xdt == at::kInt ? at::Tensor() : xh.to(at::kFloat).contiguous();
+  const k::MoeRowKernels& rows_k = row_kernels();
   at::parallel_for(0, covered, 8, [&](int64_t r0, int64_t r1) {
     std::vector<float> v(static_cast<size_t>(h2)), a(static_cast<size_t>(h)), st;
     for (int64_t r = r0; r < r1; ++r) {
@@ -160,13 +164,13 @@ std::tuple<at::Tensor, at::Tensor> npu_dequant_swiglu_quant(
       if (b) {
         for (int64_t j = 0; j < h2; ++j) v[static_cast<size_t>(j)] += b[j];
       }
-      k::swiglu_row(v.data(), h, activate_left, a.data());
+      rows_k.swiglu_row(v.data(), h, activate_left, a.data());
       const float* s = qs.first.defined() ? qs.first.const_data_ptr<float>() + g * qs.second : nullptr;
       if (quant_mode == 1) {
-        so[r] = k::quant_row_dynamic(a.data(), h, s, q + r * h);
+        so[r] = rows_k.quant_row_dynamic(a.data(), h, s, q + r * h);
       } else {
         const float* o = qo.first.defined() ? qo.first.const_data_ptr<float>() + g * qo.second : nullptr;
-        k::quant_row_static(a.data(), h, s, o, true, q + r * h);
+        rows_k.quant_row_static(a.data(), h, s, o, true, q + r * h);
         so[r] = 0.0f;
       }
     }
@@ -241,8 +245,9 @@ at::Tensor npu_swiglu(const at::Tensor& x, int64_t dim) {
   const int64_t h2 = xm.size(-1), h = h2 / 2, rows = h2 == 0 ? 0 : xm.numel() / h2;
   const at::Tensor xf = xm.reshape({rows, h2}).to(at::kFloat).contiguous();
   at::Tensor yf = at::empty({rows, h}, at::kFloat);
+  const k::MoeRowKernels& rows_k = row_kernels();
   at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) k::swiglu_row(xf.const_data_ptr<float>() + r * h2, h, true, yf.mutable_data_ptr<float>() + r * h);
+    for (int64_t r = r0; r < r1; ++r) rows_k.swiglu_row(xf.const_data_ptr<float>() + r * h2, h, true, yf.mutable_data_ptr<float>() + r * h);
   });
   auto sizes = xm.sizes().vec();
   sizes.back() = h;
@@ -280,12 +285,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_add_rms_norm_quant(
   int8_t* q1 = y1h.mutable_data_ptr<int8_t>();
   int8_t* q2 = y2h.mutable_data_ptr<int8_t>();
   const float eps = static_cast<float>(epsilon);
+  const k::MoeRowKernels& rows_k = row_kernels();
   at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
     std::vector<float> y(static_cast<size_t>(h));
     for (int64_t r = r0; r < r1; ++r) {
-      k::rms_norm_row(xf.const_data_ptr<float>() + r * h, h, g.row(r), b ? b->row(r) : nullptr, eps, y.data());
-      k::quant_row_static(y.data(), h, s1.row(r), z1 ? z1->row(r) : nullptr, div_mode, q1 + r * h);
-      if (s2) k::quant_row_static(y.data(), h, s2->row(r), z2 ? z2->row(r) : nullptr, div_mode, q2 + r * h);
+      rows_k.rms_norm_row(xf.const_data_ptr<float>() + r * h, h, g.row(r), b ? b->row(r) : nullptr, eps, y.data());
+      rows_k.quant_row_static(y.data(), h, s1.row(r), z1 ? z1->row(r) : nullptr, div_mode, q1 + r * h);
+      if (s2) rows_k.quant_row_static(y.data(), h, s2->row(r), z2 ? z2->row(r) : nullptr, div_mode, q2 + r * h);
     }
   });
   return {y1, y2, x};
@@ -334,12 +340,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> npu_add_r
   float* o1 = s1h.mutable_data_ptr<float>();
   float* o2 = s2h.mutable_data_ptr<float>();
   const float eps = static_cast<float>(epsilon);
+  const k::MoeRowKernels& rows_k = row_kernels();
   at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
     std::vector<float> y(static_cast<size_t>(h));
     for (int64_t r = r0; r < r1; ++r) {
-      k::rms_norm_row(xf.const_data_ptr<float>() + r * h, h, g.row(r), b ? b->row(r) : nullptr, eps, y.data());
-      if (want1) o1[r] = k::quant_row_dynamic(y.data(), h, sm1 ? sm1->row(r) : nullptr, q1 + r * h);
-      if (want2) o2[r] = k::quant_row_dynamic(y.data(), h, sm2->row(r), q2 + r * h);
+      rows_k.rms_norm_row(xf.const_data_ptr<float>() + r * h, h, g.row(r), b ? b->row(r) : nullptr, eps, y.data());
+      if (want1) o1[r] = rows_k.quant_row_dynamic(y.data(), h, sm1 ? sm1->row(r) : nullptr, q1 + r * h);
+      if (want2) o2[r] = rows_k.quant_row_dynamic(y.data(), h, sm2->row(r), q2 + r * h);
     }
   });
   return {y1, y2, x, sc1, sc2};
