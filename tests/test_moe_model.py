@@ -118,3 +118,10 @@ def test_quantize_moe_w4a8():
     with torch.no_grad():
         got = q(ids.qdev()).logits.float().cpu()
     assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0) > 0.97
+
+
+def test_quantize_moe_respects_filter_fn():
+    fp = _qwen3_moe()
+    q = quantize_(copy.deepcopy(fp), A8W8DynamicConfig(), filter_fn=lambda m, fqn: "experts" not in fqn)
+    assert not any(isinstance(m, GroupedExpertsA8W8) for m in q.modules())
+    assert q.model.layers[0].mlp.experts.gate_up_proj.dtype == torch.float32
