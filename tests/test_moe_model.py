@@ -118,3 +118,30 @@ def test_quantize_moe_w4a8():
     with torch.no_grad():
         got = q(ids.qdev()).logits.float().cpu()
     assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0) > 0.97
+
+
+def test_quantize_moe_respects_filter_fn():
+    fp = _qwen3_moe()
+    q = quantize_(copy.deepcopy(fp), A8W8DynamicConfig(), filter_fn=lambda m, fqn: "experts" not in fqn)
+    assert not any(isinstance(m, GroupedExpertsA8W8) for m in q.modules())
+    assert q.model.layers[0].mlp.experts.gate_up_proj.dtype == torch.float32
+
+
+@pytest.mark.parametrize("cls", ["GroupedExpertsA8W8", "GroupedExpertsW4A8"])
+def test_grouped_experts_compile_fullgraph(cls):
+    """The whole fused block (routing, two grouped GEMMs, SwiGLU-quant, unpermute) traces as one graph."""
+    import torch_qdev.quantization as tq
+
+    class Experts(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            g = torch.Generator().manual_seed(5)
+            self.gate_up_proj = torch.nn.Parameter(torch.randn(6, 64, 64, generator=g) * 0.05)
+            self.down_proj = torch.nn.Parameter(torch.randn(6, 64, 32, generator=g) * 0.05)
+
+    m = getattr(tq, cls).from_float(Experts()).to("qdev")
+    g = torch.Generator().manual_seed(6)
+    x, idx, w = torch.randn(5, 64, generator=g), torch.randint(0, 6, (5, 2), generator=g), torch.rand(5, 2, generator=g)
+    args = (x.qdev(), idx.qdev(), w.qdev())
+    got = torch.compile(m, fullgraph=True, backend="aot_eager")(*args)
+    assert torch.equal(got.cpu(), m(*args).cpu())

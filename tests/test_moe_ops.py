@@ -356,6 +356,26 @@ def test_gmm_opcheck(device):
                                split_item=2, group_type=0, group_list_type=1, output_dtype=15))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_gmm_opcheck_other_modes(device):
+    """split_item 0 with group_list (data-dependent output sizes), W8A16 and W4A8."""
+    g = _gen(16)
+    x = torch.randint(-128, 128, (5, 32), dtype=torch.int8, generator=g).to(device)
+    w = torch.randint(-128, 128, (3, 32, 16), dtype=torch.int8, generator=g).to(device)
+    gl = torch.tensor([2, 0, 3]).to(device)
+    op = torch.ops.qdev.npu_grouped_matmul.default
+    torch.library.opcheck(op, ([x], [w]), dict(group_list=gl, split_item=0, group_type=0, group_list_type=1,
+                                                output_dtype=3))
+    torch.library.opcheck(op, ([torch.randn(5, 32, generator=g).bfloat16().to(device)], [w]),
+                          dict(antiquant_scale=[torch.rand(3, 16, generator=g).bfloat16().to(device)], group_list=gl,
+                               split_item=3, group_type=0, group_list_type=1))
+    w4 = torch.randint(-2**31, 2**31 - 1, (3, 32, 2), dtype=torch.int32, generator=g).to(device)
+    torch.library.opcheck(op, ([x], [w4]), dict(scale=[torch.rand(3, 16, generator=g).to(device)],
+                                                 per_token_scale=[torch.rand(5, generator=g).to(device)],
+                                                 group_list=gl, split_item=3, group_type=0, group_list_type=1,
+                                                 output_dtype=15))
+
+
 def test_gmm_compile_fullgraph():
     x, w, counts = _w8a8_data(14, E=3, K=32, N=32, counts=(2, 1, 3))
     scale, pts = torch.rand(3, 32) * 1e-3, torch.rand(6)
@@ -661,3 +681,60 @@ def test_npu_anti_quant(device):
         torch_qdev.npu_anti_quant(torch.ones(4), torch.ones(1))
     torch.library.opcheck(torch.ops.qdev.npu_anti_quant.default, (pack_int4(v).to(device), s.to(device)),
                           dict(offset=o.to(device), dst_dtype=15))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("glt", [0, 1])
+def test_swiglu_quant(device, glt):
+    g = _gen(42)
+    x = torch.randn(2, 5, 24, generator=g)
+    counts = [3, 0, 7]
+    gi = torch.tensor(counts, dtype=torch.int32)
+    gi = gi.cumsum(0).to(torch.int32) if glt == 0 else gi
+    sm = torch.rand(3, 12, generator=g) + 0.5
+    y, s = torch_qdev.npu_swiglu_quant(x.to(device), smooth_scales=sm.to(device), group_index=gi.to(device),
+                                       activate_left=True, quant_mode=1, group_list_type=glt)
+    assert y.shape == (2, 5, 12) and s.shape == (2, 5)
+    xf = x.reshape(10, 24)
+    sw = F.silu(xf[:, :12]) * xf[:, 12:]
+    grp = torch.repeat_interleave(torch.arange(3), torch.tensor(counts))
+    q, sc = dynamic_quant(sw, smooth=sm[grp])
+    assert (y.cpu().reshape(10, 12).int() - q.int()).abs().max() <= 1
+    torch.testing.assert_close(s.cpu().reshape(-1), sc, rtol=1e-5, atol=0)
+    with pytest.raises(RuntimeError, match="only dynamic quantization \\(quant_mode 1\\)"):
+        torch_qdev.npu_swiglu_quant(x, quant_mode=0)
+    torch.library.opcheck(torch.ops.qdev.npu_swiglu_quant.default, (x.to(device),),
+                          dict(smooth_scales=sm.to(device), group_index=gi.to(device), quant_mode=1,
+                               group_list_type=glt))
+
+
+def test_row_kernel_variants_agree():
+    """The SIMD row kernels against the scalar reference (QDEV ISA switch): quantization of the same
+    fp32 rows is bit-identical; RMSNorm / SwiGLU differ only in summation order / exp ulps."""
+    g = _gen(43)
+    x = torch.randn(37, 2 * 72, generator=g) * 3
+    x[3] = 0.0                                      # zero row: scale 0
+    x1, x2 = torch.randn(9, 100, generator=g).bfloat16(), torch.randn(9, 100, generator=g).bfloat16()
+    gamma = torch.randn(100, generator=g).bfloat16()
+    s1 = torch.rand(100, generator=g) + 0.01
+    prev = torch_qdev._C._get_cpu_isa()
+    res = {}
+    try:
+        for isa in torch_qdev._C._supported_cpu_isas():
+            torch_qdev._C._set_cpu_isa(isa)
+            res[isa] = (torch_qdev.npu_swiglu_quant(x, quant_mode=1),
+                        torch_qdev.npu_add_rms_norm_dynamic_quant(x1, x2, gamma),
+                        torch_qdev.npu_add_rms_norm_quant(x1, x2, gamma, s1, div_mode=False),
+                        torch_qdev.npu_quantize(x, torch.tensor([0.3]), None, torch.qint8, -1, False),
+                        torch_qdev.npu_swiglu(x))
+    finally:
+        torch_qdev._C._set_cpu_isa(prev)
+    ref = res["ref"]
+    for isa, r in res.items():
+        (y, s), (q1, _, xo, sc1, _), (p1, _, _), qz, sw = r
+        assert (y.int() - ref[0][0].int()).abs().max() <= 1 and torch.allclose(s, ref[0][1], rtol=1e-6, atol=0)
+        assert (q1.int() - ref[1][0].int()).abs().max() <= 1 and torch.equal(xo, ref[1][2])
+        torch.testing.assert_close(sc1, ref[1][3], rtol=1e-5, atol=0)
+        assert (p1.int() - ref[2][0].int()).abs().max() <= 1
+        assert torch.equal(qz, ref[3])
+        torch.testing.assert_close(sw, ref[4], rtol=1e-5, atol=1e-6)

@@ -256,3 +256,25 @@ def _quantize_fake(input, scales, zero_points, dtype, axis=1, div_mode=True):
 def _anti_quant_fake(x, scale, *, offset=None, dst_dtype=None, src_dtype=None):
     shape = (*x.shape[:-1], x.size(-1) * 8) if x.dtype == torch.int32 else x.shape
     return x.new_empty(shape, dtype=_DTYPE_OF.get(dst_dtype, torch.float16) if dst_dtype is not None else torch.float16)
+
+
+def npu_swiglu_quant(x: torch.Tensor, *, smooth_scales: Optional[torch.Tensor] = None,
+                     offsets: Optional[torch.Tensor] = None, group_index: Optional[torch.Tensor] = None,
+                     activate_left: bool = False, quant_mode: int = 0, group_list_type: int = 0,
+                     dst_type: DType = None):
+    """torch_npu.npu_swiglu_quant: SwiGLU of x (..., 2N), times the smooth scales of each row's group
+    (group_index: cumsum (0) or counts (1)), per-token dynamic int8 (quant_mode 1); returns (y, scale)."""
+    return torch.ops.qdev.npu_swiglu_quant(x, smooth_scales=smooth_scales, offsets=offsets, group_index=group_index,
+                                           activate_left=activate_left, quant_mode=quant_mode,
+                                           group_list_type=group_list_type, dst_type=_dtype_int(dst_type))
+
+
+__all__ += ["npu_swiglu_quant"]
+
+
+@torch.library.register_fake("qdev::npu_swiglu_quant")
+def _swiglu_quant_fake(x, *, smooth_scales=None, offsets=None, group_index=None, activate_left=False, quant_mode=0,
+                       group_list_type=0, dst_type=None):
+    torch._check(x.dim() > 1, lambda: "npu_swiglu_quant: x must have more than one dim")
+    return (x.new_empty((*x.shape[:-1], x.size(-1) // 2), dtype=torch.int8),
+            x.new_empty(x.shape[:-1], dtype=torch.float32))

@@ -30,6 +30,8 @@ TORCH_LIBRARY_FRAGMENT(qdev, m) {
         "Tensor? bias=None, Tensor? quant_scale=None, Tensor? quant_offset=None, Tensor? group_index=None, "
         "bool activate_left=False, int quant_mode=0) -> (Tensor, Tensor)");
   m.def("npu_swiglu(Tensor x, int dim=-1) -> Tensor");
+  m.def("npu_swiglu_quant(Tensor x, *, Tensor? smooth_scales=None, Tensor? offsets=None, Tensor? group_index=None, "
+        "bool activate_left=False, int quant_mode=0, int group_list_type=0, int? dst_type=None) -> (Tensor, Tensor)");
   m.def("npu_add_rms_norm_quant(Tensor x1, Tensor x2, Tensor gamma, Tensor scales1, Tensor? zero_points1=None, "
         "Tensor? beta=None, Tensor? scales2=None, Tensor? zero_points2=None, int axis=-1, float epsilon=1e-06, "
         "bool div_mode=True) -> (Tensor, Tensor, Tensor)");
@@ -50,6 +52,7 @@ void register_moe_kernels(torch::Library& m) {
   m.impl("npu_moe_token_unpermute", native::npu_moe_token_unpermute);
   m.impl("npu_dequant_swiglu_quant", native::npu_dequant_swiglu_quant);
   m.impl("npu_swiglu", native::npu_swiglu);
+  m.impl("npu_swiglu_quant", native::npu_swiglu_quant);
   m.impl("npu_add_rms_norm_quant", native::npu_add_rms_norm_quant);
   m.impl("npu_add_rms_norm_dynamic_quant", native::npu_add_rms_norm_dynamic_quant);
   m.impl("npu_quantize", native::npu_quantize);

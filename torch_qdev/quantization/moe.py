@@ -291,7 +291,7 @@ class PerExpertLoopA8W8(_GroupedExpertsBase):
         return out
 
 
-def quantize_moe_experts(model: nn.Module, config, device=None) -> list:
+def quantize_moe_experts(model: nn.Module, config, device=None, filter_fn=None) -> list:
     """Replaces every transformers-style expert block of ``model`` per ``config`` (A8W8DynamicConfig ->
     GroupedExpertsA8W8, W4A8DynamicConfig -> GroupedExpertsW4A8, per-channel A16W8Config ->
     GroupedExpertsA16W8); returns the names replaced. Blocks whose
@@ -308,7 +308,7 @@ def quantize_moe_experts(model: nn.Module, config, device=None) -> list:
         return []
     done = []
     for fqn, mod in list(model.named_modules()):
-        if fqn and is_moe_experts(mod) and _act_is_silu(mod):
+        if fqn and is_moe_experts(mod) and _act_is_silu(mod) and (filter_fn is None or filter_fn(mod, fqn)):
             if type(config) is W4A8DynamicConfig and GroupedExpertsW4A8.check(mod, config.group_size):
                 continue
             with torch.no_grad():

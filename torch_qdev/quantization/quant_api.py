@@ -112,8 +112,8 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
     Args:
         model: any module; its ``nn.Linear`` layers (or those ``filter_fn`` selects) are replaced, and
             transformers MoE expert blocks (3-D ``gate_up_proj``/``down_proj``) become grouped quantized
-            experts on torch_npu's fused MoE path (A8W8DynamicConfig, per-channel A16W8Config; see
-            ``torch_qdev.quantization.moe``).
+            experts on torch_npu's fused MoE path (A8W8DynamicConfig, W4A8DynamicConfig, per-channel
+            A16W8Config; see ``torch_qdev.quantization.moe``); ``filter_fn`` sees those blocks too.
         config: ``A8W8DynamicConfig()``, ``W4A8DynamicConfig(group_size=32)``, ``A16W8Config()``
             or ``A16W4Config(group_size=128)``.
         filter_fn: ``filter_fn(module, fqn) -> bool`` chooses the layers; by default every float
@@ -143,7 +143,7 @@ def quantize_(model: nn.Module, config: QuantConfig, filter_fn: Optional[FilterF
         raise TypeError(f"config should be a torch_qdev.quantization config, but it is {type(config).__name__}")
     from .moe import quantize_moe_experts  # MoE expert blocks -> grouped quantized experts
 
-    quantize_moe_experts(model, config, device)
+    quantize_moe_experts(model, config, device, filter_fn)
     select = filter_fn or _is_float_linear
     targets = [(fqn, m) for fqn, m in model.named_modules() if isinstance(m, nn.Linear) and select(m, fqn)]
     if isinstance(model, nn.Linear) and targets and targets[0][0] == "":

@@ -41,6 +41,11 @@ std::tuple<at::Tensor, at::Tensor> npu_dequant_swiglu_quant(
     const std::optional<at::Tensor>& quant_scale, const std::optional<at::Tensor>& quant_offset,
     const std::optional<at::Tensor>& group_index, bool activate_left, int64_t quant_mode);
 at::Tensor npu_swiglu(const at::Tensor& x, int64_t dim);
+std::tuple<at::Tensor, at::Tensor> npu_swiglu_quant(const at::Tensor& x, const std::optional<at::Tensor>& smooth_scales,
+                                                    const std::optional<at::Tensor>& offsets,
+                                                    const std::optional<at::Tensor>& group_index, bool activate_left,
+                                                    int64_t quant_mode, int64_t group_list_type,
+                                                    std::optional<int64_t> dst_type);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_add_rms_norm_quant(
     const at::Tensor& x1, const at::Tensor& x2, const at::Tensor& gamma, const at::Tensor& scales1,
     const std::optional<at::Tensor>& zero_points1, const std::optional<at::Tensor>& beta,

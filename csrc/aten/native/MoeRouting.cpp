@@ -18,6 +18,9 @@ namespace {
 
 namespace k = ::qdev::kernels;
 
+// The row kernels of the active ISA variant.
+const k::MoeRowKernels& row_kernels() { return k::moe_row_kernels(k::active_isa()); }
+
 // qdev tensors: this device, after the work queued on its current stream.
 void enter(const at::Tensor& like, std::optional<c10::DeviceGuard>& guard) {
   if (like.device().type() == c10::DeviceType::PrivateUse1) {
@@ -154,6 +157,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> npu_moe_init_routing_
                                                                : at::Tensor();
     const bool per_expert_smooth = sm.defined() && sm.numel() == ne * h && ne > 1;
     int8_t* q = ex_h.mutable_data_ptr<int8_t>();
+    const k::MoeRowKernels& rows_k = row_kernels();
     at::parallel_for(0, limit, 16, [&](int64_t d0, int64_t d1) {
       std::vector<float> row;
       int64_t e = 0;
@@ -165,7 +169,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> npu_moe_init_routing_
           while (e > 0 && start[static_cast<size_t>(e)] > d) --e;
           smooth = sm.const_data_ptr<float>() + (per_expert_smooth ? e * h : 0);
         }
-        es[d] = k::quant_row_dynamic(xf.const_data_ptr<float>() + r * h, h, smooth, q + d * h);
+        es[d] = rows_k.quant_row_dynamic(xf.const_data_ptr<float>() + r * h, h, smooth, q + d * h);
       }
     });
   }

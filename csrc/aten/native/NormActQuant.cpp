@@ -1,5 +1,6 @@
 // Fused activation / norm + quantization ops (torch_npu semantics), one pass per row:
 //   npu_dequant_swiglu_quant   int32 grouped-GEMM output -> dequant -> SwiGLU -> per-token int8
+//   npu_swiglu_quant           SwiGLU -> per-token int8 with per-group smooth scales (MoE)
 //   npu_swiglu                 silu(left half) * right half
 //   npu_add_rms_norm_quant     x1 + x2 -> RMSNorm * gamma (+ beta) -> static int8 (y1, y2)
 //   npu_add_rms_norm_dynamic_quant   ... -> per-token dynamic int8 (+ smooth scales)
@@ -20,6 +21,9 @@ namespace at::native::qdev {
 namespace {
 
 namespace k = ::qdev::kernels;
+
+// The row kernels of the active ISA variant.
+const k::MoeRowKernels& row_kernels() { return k::moe_row_kernels(k::active_isa()); }
 
 // qdev tensors: this device, after the work queued on its current stream.
 void enter(const at::Tensor& like, std::optional<c10::DeviceGuard>& guard) {
@@ -90,9 +94,8 @@ std::tuple<at::Tensor, at::Tensor> npu_dequant_swiglu_quant(
   const auto xdt = x.scalar_type();
   TORCH_CHECK(xdt == at::kInt || xdt == at::kHalf || xdt == at::kBFloat16 || xdt == at::kFloat, op,
               ": x must be int32 (or float16/bfloat16/float32), but it is ", dtype_name(xdt));
-  TORCH_CHECK(quant_mode == 1 || quant_mode == 0, op, ": quant_mode must be 0 (static) or 1 (dynamic), got ", quant_mode);
-  TORCH_CHECK(!given(quant_offset) || quant_mode == 0, op, ": quant_offset is for static quantization (quant_mode 0)");
-  TORCH_CHECK(quant_mode == 1 || given(quant_scale), op, ": static quantization (quant_mode 0) needs quant_scale");
+  TORCH_CHECK(quant_mode == 1, op, ": only dynamic quantization (quant_mode 1) is supported on qdev, got ", quant_mode);
+  TORCH_CHECK(!given(quant_offset), op, ": quant_offset is for static quantization, which qdev does not support");
   TORCH_CHECK(xdt != at::kInt || given(weight_scale), op, ": int32 x needs weight_scale");
   for (const auto* t : {&weight_scale, &activation_scale, &bias, &quant_scale, &quant_offset, &group_index}) same_device(*t, x);
   const int64_t tokens = x.size(0), h2 = x.size(1), h = h2 / 2;
@@ -143,6 +146,7 @@ std::tuple<at::Tensor, at::Tensor> npu_dequant_swiglu_quant(
     sh.narrow(0, covered, tokens - covered).zero_();
   }
   const at::Tensor xf = xdt == at::kInt ? at::Tensor() : xh.to(at::kFloat).contiguous();
+  const k::MoeRowKernels& rows_k = row_kernels();
   at::parallel_for(0, covered, 8, [&](int64_t r0, int64_t r1) {
     std::vector<float> v(static_cast<size_t>(h2)), a(static_cast<size_t>(h)), st;
     for (int64_t r = r0; r < r1; ++r) {
@@ -160,18 +164,72 @@ std::tuple<at::Tensor, at::Tensor> npu_dequant_swiglu_quant(
       if (b) {
         for (int64_t j = 0; j < h2; ++j) v[static_cast<size_t>(j)] += b[j];
       }
-      k::swiglu_row(v.data(), h, activate_left, a.data());
+      rows_k.swiglu_row(v.data(), h, activate_left, a.data());
       const float* s = qs.first.defined() ? qs.first.const_data_ptr<float>() + g * qs.second : nullptr;
       if (quant_mode == 1) {
-        so[r] = k::quant_row_dynamic(a.data(), h, s, q + r * h);
+        so[r] = rows_k.quant_row_dynamic(a.data(), h, s, q + r * h);
       } else {
         const float* o = qo.first.defined() ? qo.first.const_data_ptr<float>() + g * qo.second : nullptr;
-        k::quant_row_static(a.data(), h, s, o, true, q + r * h);
+        rows_k.quant_row_static(a.data(), h, s, o, true, q + r * h);
         so[r] = 0.0f;
       }
     }
   });
   return {y, scale};
+}
+
+std::tuple<at::Tensor, at::Tensor> npu_swiglu_quant(const at::Tensor& x, const std::optional<at::Tensor>& smooth_scales,
+                                                    const std::optional<at::Tensor>& offsets,
+                                                    const std::optional<at::Tensor>& group_index, bool activate_left,
+                                                    int64_t quant_mode, int64_t group_list_type,
+                                                    std::optional<int64_t> dst_type) {
+  constexpr const char* op = "npu_swiglu_quant";
+  TORCH_CHECK(x.dim() > 1, op, ": x must have more than one dim, but it has ", x.dim());
+  const auto xdt = x.scalar_type();
+  TORCH_CHECK(xdt == at::kHalf || xdt == at::kBFloat16 || xdt == at::kFloat, op, ": x must be float16, bfloat16 or "
+              "float32, but it is ", dtype_name(xdt));
+  TORCH_CHECK(x.size(-1) % 2 == 0, op, ": the last dim of x must be even, but it is ", x.size(-1));
+  TORCH_CHECK(!dst_type.has_value() || *dst_type == static_cast<int64_t>(at::kChar), op, ": only int8 output "
+              "(dst_type None or torch.int8) is supported on qdev");
+  TORCH_CHECK(quant_mode == 1, op, ": only dynamic quantization (quant_mode 1) is supported on qdev, got ", quant_mode);
+  TORCH_CHECK(!given(offsets), op, ": offsets are for static quantization, which qdev does not support");
+  TORCH_CHECK(group_list_type == 0 || group_list_type == 1, op, ": group_list_type must be 0 (cumsum) or 1 (count)");
+  same_device(smooth_scales, x);
+  same_device(group_index, x);
+  const int64_t h2 = x.size(-1), n = h2 / 2, tokens = x.numel() / std::max<int64_t>(h2, 1);
+  // As npu_dequant_swiglu_quant's arguments: group counts, smooth rows (G, N).
+  std::optional<at::Tensor> counts, smooth;
+  int64_t groups = 1;
+  if (given(group_index)) {
+    const at::Tensor gi = logical_host_view(*group_index).to(at::kLong).contiguous();
+    TORCH_CHECK(gi.dim() == 1, op, ": group_index must be 1-D");
+    groups = gi.numel();
+    at::Tensor c = at::empty({groups}, x.options().dtype(at::kLong));
+    at::Tensor ch = logical_host_view(c);
+    int64_t prev = 0;
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t v = gi.const_data_ptr<int64_t>()[g];
+      TORCH_CHECK(v >= 0 && (group_list_type == 1 || v >= prev), op, ": group_index must be non-negative",
+                  group_list_type == 0 ? " and non-decreasing (cumsum mode)" : "");
+      ch.mutable_data_ptr<int64_t>()[g] = group_list_type == 0 ? v - prev : v;
+      prev = group_list_type == 0 ? v : prev + v;
+    }
+    TORCH_CHECK(prev <= tokens, op, ": group_index covers ", prev, " rows, but x has ", tokens);
+    counts = c;
+  }
+  if (given(smooth_scales)) {
+    const at::Tensor sm = logical_host_view(*smooth_scales).to(at::kFloat);
+    TORCH_CHECK(sm.numel() == groups * n || sm.numel() == groups, op, ": smooth_scales must be (G, N) = (", groups,
+                ", ", n, ") or (G,), but it is ", smooth_scales->sizes());
+    at::Tensor full = at::empty({groups, n}, x.options().dtype(at::kFloat));
+    logical_host_view(full).copy_(sm.numel() == groups * n ? sm.reshape({groups, n}) : sm.reshape({groups, 1}).expand({groups, n}));
+    smooth = full;
+  }
+  auto [y, scale] = npu_dequant_swiglu_quant(x.reshape({tokens, h2}), std::nullopt, std::nullopt, std::nullopt, smooth,
+                                             std::nullopt, counts, activate_left, 1);
+  auto ys = x.sizes().vec();
+  ys.back() = n;
+  return {y.reshape(ys), scale.reshape(x.sizes().slice(0, x.dim() - 1))};
 }
 
 at::Tensor npu_swiglu(const at::Tensor& x, int64_t dim) {
@@ -187,8 +245,9 @@ at::Tensor npu_swiglu(const at::Tensor& x, int64_t dim) {
   const int64_t h2 = xm.size(-1), h = h2 / 2, rows = h2 == 0 ? 0 : xm.numel() / h2;
   const at::Tensor xf = xm.reshape({rows, h2}).to(at::kFloat).contiguous();
   at::Tensor yf = at::empty({rows, h}, at::kFloat);
+  const k::MoeRowKernels& rows_k = row_kernels();
   at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) k::swiglu_row(xf.const_data_ptr<float>() + r * h2, h, true, yf.mutable_data_ptr<float>() + r * h);
+    for (int64_t r = r0; r < r1; ++r) rows_k.swiglu_row(xf.const_data_ptr<float>() + r * h2, h, true, yf.mutable_data_ptr<float>() + r * h);
   });
   auto sizes = xm.sizes().vec();
   sizes.back() = h;
@@ -226,12 +285,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> npu_add_rms_norm_quant(
   int8_t* q1 = y1h.mutable_data_ptr<int8_t>();
   int8_t* q2 = y2h.mutable_data_ptr<int8_t>();
   const float eps = static_cast<float>(epsilon);
+  const k::MoeRowKernels& rows_k = row_kernels();
   at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
     std::vector<float> y(static_cast<size_t>(h));
     for (int64_t r = r0; r < r1; ++r) {
-      k::rms_norm_row(xf.const_data_ptr<float>() + r * h, h, g.row(r), b ? b->row(r) : nullptr, eps, y.data());
-      k::quant_row_static(y.data(), h, s1.row(r), z1 ? z1->row(r) : nullptr, div_mode, q1 + r * h);
-      if (s2) k::quant_row_static(y.data(), h, s2->row(r), z2 ? z2->row(r) : nullptr, div_mode, q2 + r * h);
+      rows_k.rms_norm_row(xf.const_data_ptr<float>() + r * h, h, g.row(r), b ? b->row(r) : nullptr, eps, y.data());
+      rows_k.quant_row_static(y.data(), h, s1.row(r), z1 ? z1->row(r) : nullptr, div_mode, q1 + r * h);
+      if (s2) rows_k.quant_row_static(y.data(), h, s2->row(r), z2 ? z2->row(r) : nullptr, div_mode, q2 + r * h);
     }
   });
   return {y1, y2, x};
@@ -280,12 +340,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> npu_add_r
   float* o1 = s1h.mutable_data_ptr<float>();
   float* o2 = s2h.mutable_data_ptr<float>();
   const float eps = static_cast<float>(epsilon);
+  const k::MoeRowKernels& rows_k = row_kernels();
   at::parallel_for(0, rows, 8, [&](int64_t r0, int64_t r1) {
     std::vector<float> y(static_cast<size_t>(h));
     for (int64_t r = r0; r < r1; ++r) {
-      k::rms_norm_row(xf.const_data_ptr<float>() + r * h, h, g.row(r), b ? b->row(r) : nullptr, eps, y.data());
-      if (want1) o1[r] = k::quant_row_dynamic(y.data(), h, sm1 ? sm1->row(r) : nullptr, q1 + r * h);
-      if (want2) o2[r] = k::quant_row_dynamic(y.data(), h, sm2->row(r), q2 + r * h);
+      rows_k.rms_norm_row(xf.const_data_ptr<float>() + r * h, h, g.row(r), b ? b->row(r) : nullptr, eps, y.data());
+      if (want1) o1[r] = rows_k.quant_row_dynamic(y.data(), h, sm1 ? sm1->row(r) : nullptr, q1 + r * h);
+      if (want2) o2[r] = rows_k.quant_row_dynamic(y.data(), h, sm2->row(r), q2 + r * h);
     }
   });
   return {y1, y2, x, sc1, sc2};

@@ -50,4 +50,13 @@ void quant_row_static(const float* y, int64_t h, const float* scale, const float
   }
 }
 
+const MoeRowKernels& moe_row_kernels(Isa isa) {
+  static const MoeRowKernels ref{rms_norm_row, swiglu_row, quant_row_dynamic, quant_row_static};
+#ifdef QD_HAVE_AVX512VNNI
+  if (isa == Isa::kAvx512Vnni) return moe_row_kernels_avx512();
+#endif
+  (void)isa;
+  return ref;
+}
+
 }  // namespace qdev::kernels
