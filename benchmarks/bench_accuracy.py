@@ -179,9 +179,9 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="smollm2", choices=["smollm2"], help="a pinned Llama-architecture model")
     p.add_argument("--gguf", default=None, help="instead of --model: a local Llama-architecture GGUF file")
     p.add_argument("--variants", default="plain,rotated", help="plain (weights as stored), rotated (grid removed)")
-    p.add_argument("--configs", default=",".join(OURS), help=f"torch_qdev configs: {','.join(OURS)}")
-    p.add_argument("--llama-types", default="Q8_0,Q4_0,Q4_K_M", help="llama.cpp quantization types")
-    p.add_argument("--windows", type=int, default=40)
+    p.add_argument("--configs", default=None, help=f"torch_qdev configs: {','.join(OURS)} (default: all)")
+    p.add_argument("--llama-types", default=None, help="llama.cpp quantization types (default: Q8_0,Q4_0,Q4_K_M)")
+    p.add_argument("--windows", type=int, default=None, help="windows scored (default 40)")
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--ppl-text", default=None, help="text file (default: the shipped web_genesis.txt)")
     p.add_argument("--threads", type=int, default=2)
@@ -189,10 +189,12 @@ def main(argv=None) -> int:
                    help="venv with llama-cpp-python (created and built when missing)")
     p.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "results" / "accuracy_work"))
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "accuracy.json"))
-    p.add_argument("--quick", action="store_true", help="4 windows, Q4_K_M only, configs w4a8,a16w4")
+    p.add_argument("--quick", action="store_true", help="defaults of 4 windows, Q4_K_M only, configs w4a8,a16w4")
     args = p.parse_args(argv)
-    if args.quick:
-        args.windows, args.llama_types, args.configs = 4, "Q4_K_M", "w4a8,a16w4"
+    for key, full, quick in (("windows", 40, 4), ("llama_types", "Q8_0,Q4_0,Q4_K_M", "Q4_K_M"),
+                             ("configs", ",".join(OURS), "w4a8,a16w4")):
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else full)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     work = Path(args.work_dir)

@@ -421,7 +421,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--gguf", default=None, help="a local GGUF file of a supported architecture (real-model demo)")
     p.add_argument("--ppl-text", default=None, help="real models: perplexity on this UTF-8 text file "
                                                      "(default: the shipped public-domain web_genesis.txt)")
-    p.add_argument("--ppl-windows", type=int, default=8, help="real models: windows of the text scored (0: all)")
+    p.add_argument("--ppl-windows", type=int, default=6, help="real models: windows of the text scored (0: all)")
     p.add_argument("--ppl-window", type=int, default=512, help="real models: tokens per perplexity window")
     p.add_argument("--decode-steps", type=int, default=32, help="real models: timed greedy decode steps")
     p.add_argument("--chat-prompt", default=None, help="real models: the prompt generated from (chat template)")
