@@ -237,3 +237,23 @@ def test_calibration_reduces_error_on_outlier_channels(config):
     calib = quantize_(copy.deepcopy(model), config, calibration=[batch(32) for _ in range(4)]).to(dt)
     e_plain, e_calib = _relerr(plain(x.to(dt)), ref), _relerr(calib(x.to(dt)), ref)
     assert e_calib < 0.9 * e_plain, (e_calib, e_plain)
+
+
+def test_search_kernel_matches_torch_search():
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(300, 64, generator=gen)
+    imp = torch.rand(300, 64, generator=gen)
+    def err(s, m, a):
+        u = torch.round((w - m[:, None]) / s[:, None]).clamp(0, 15)
+        return (a * (u * s[:, None] + m[:, None] - w) ** 2).sum(1)
+
+    for i in (None, imp):
+        a = i if i is not None else w.abs() + w.square().mean(1, keepdim=True).sqrt()
+        s_k, m_k = search_scale_min(w, i)
+        s_t, m_t = search_scale_min(w, i, use_kernel=False)
+        # the same fits, but for near-ties that float rounding decides either way
+        assert (torch.isclose(s_k, s_t, rtol=1e-4) & torch.isclose(m_k, m_t, rtol=1e-4, atol=1e-6)).float().mean() > 0.95
+        assert (err(s_k, m_k, a) <= err(s_t, m_t, a) * 1.01 + 1e-6).all()
+    with pytest.raises(RuntimeError, match="must be a 2-D float32"):
+        torch.ops.qdev.int4_group_search(w.double(), None, [0.0], 15)
+    torch.library.opcheck(torch.ops.qdev.int4_group_search.default, (w, imp, [0.0, 0.5], 15))

@@ -309,6 +309,11 @@ def _dyn_quant_pack_asym_fake(weights, scales, zeros, bias, block_size, in_featu
     return weights.new_empty((size,), dtype=torch.uint8)
 
 
+@torch.library.register_fake("qdev::int4_group_search")
+def _int4_group_search_fake(w, importance, deltas, qmax=15):
+    return w.new_empty((w.shape[0],)), w.new_empty((w.shape[0],))
+
+
 @torch.library.register_fake("qdev::dyn_quant_matmul_4bit")
 def _dyn_quant_matmul_fake(inp, packed_weights, block_size, in_features, out_features):
     torch._check(inp.size(-1) == in_features,

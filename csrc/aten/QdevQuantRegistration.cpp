@@ -68,6 +68,7 @@ TORCH_LIBRARY(qdev, m) {
   // torch_qdev's asymmetric extension: weight = scale * (nibble - 8) + zero per group
   m.def("dyn_quant_pack_4bit_weight_asym(Tensor weights, Tensor scales, Tensor zeros, Tensor? bias, "
         "int block_size, int in_features, int out_features) -> Tensor");
+  m.def("int4_group_search(Tensor w, Tensor? importance, float[] deltas, int qmax=15) -> (Tensor, Tensor)");
 }
 
 // qdev tensors and plain CPU tensors run the same kernels (qdev memory is host
@@ -89,6 +90,7 @@ void register_kernels(torch::Library& m) {
   m.impl("dyn_quant_pack_4bit_weight", native::dyn_quant_pack_4bit_weight);
   m.impl("dyn_quant_matmul_4bit", native::dyn_quant_matmul_4bit);
   m.impl("dyn_quant_pack_4bit_weight_asym", native::dyn_quant_pack_4bit_weight_asym);
+  m.impl("int4_group_search", native::int4_group_search);
 }
 
 TORCH_LIBRARY_IMPL(qdev, PrivateUse1, m) { register_kernels(m); }

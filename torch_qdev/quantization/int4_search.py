@@ -64,7 +64,7 @@ def _fit_chunk(w: torch.Tensor, a: torch.Tensor, qmax: int, deltas) -> Tuple[tor
 
 
 def search_scale_min(w: torch.Tensor, importance: Optional[torch.Tensor] = None, bits: int = 4,
-                     deltas=DEFAULT_DELTAS) -> Tuple[torch.Tensor, torch.Tensor]:
+                     deltas=DEFAULT_DELTAS, use_kernel: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-row (scale, minimum) minimising sum importance * (s * u + m - w)^2 over the rows of ``w``.
 
     Args:
@@ -77,6 +77,9 @@ def search_scale_min(w: torch.Tensor, importance: Optional[torch.Tensor] = None,
     w = w.detach().to(torch.float32)
     qmax = (1 << bits) - 1
     g, gs = w.shape
+    if use_kernel and w.device.type in ("cpu", "qdev"):  # the same search as a C++ kernel (~20x faster than below)
+        imp = None if importance is None else importance.detach().to(torch.float32).contiguous()
+        return torch.ops.qdev.int4_group_search(w.contiguous(), imp, [float(d) for d in deltas], qmax)
     scale = torch.empty(g, dtype=torch.float32, device=w.device)
     minimum = torch.empty(g, dtype=torch.float32, device=w.device)
     step = max(1, _CHUNK_ELEMS // gs)

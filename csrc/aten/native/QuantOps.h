@@ -46,6 +46,9 @@ at::Tensor aten_dyn_quant_pack_4bit_weight(const at::Tensor& weights, const at::
 at::Tensor dyn_quant_pack_4bit_weight_asym(const at::Tensor& weights, const at::Tensor& scales,
                                            const at::Tensor& zeros, const std::optional<at::Tensor>& bias,
                                            int64_t block_size, int64_t in_features, int64_t out_features);
+// The 4-bit recipe's per-group (scale, minimum) search (kernels/quant/qd_group_search.h).
+std::tuple<at::Tensor, at::Tensor> int4_group_search(const at::Tensor& w, const std::optional<at::Tensor>& importance,
+                                                     at::ArrayRef<double> deltas, int64_t qmax);
 at::Tensor dyn_quant_matmul_4bit(const at::Tensor& inp, const at::Tensor& packed_weights, int64_t block_size,
                                  int64_t in_features, int64_t out_features);
 
