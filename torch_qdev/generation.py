@@ -84,11 +84,12 @@ class DecodeStep:
                                   options={"cpp.threads": 1}) if compile else step)
 
     def __call__(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        # always inference mode: grad-mode guards then match for every caller (no recompile)
+        with torch.inference_mode():
             return self._fn(tok, pos)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model: nn.Module, input_ids: torch.Tensor, new_tokens: int, *, compile: bool = False,
              step: Optional[DecodeStep] = None, max_cache_len: Optional[int] = None) -> GenerationResult:
     """Greedy ``new_tokens`` tokens after ``input_ids`` (1, P) with a static cache; times the prefill

@@ -74,7 +74,7 @@ def linear_weight_bytes(model: nn.Module) -> int:
     return total
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def profile_decode(model: nn.Module, input_ids: torch.Tensor, steps: int = 4, compile: bool = False,
                    step: DecodeStep = None, max_cache_len: int = 0) -> DecodeProfile:
     """Pass a used ``step`` and its cache length to profile its compiled code without recompiling."""
