@@ -59,7 +59,11 @@ void quant_rows_qai8dx_neon(const Qai8dxArgs& a, int64_t row_begin, int64_t row_
     for (int64_t i = 0; i < k16; i += 16) {
       int32x4_t v[4];
       for (int j = 0; j < 4; ++j) {
-        v[j] = vaddq_s32(vcvtaq_s32_f32(vmulq_f32(load4(a, r, i + 4 * j), scale)), zp);
+        const float32x4_t p = vmulq_f32(load4(a, r, i + 4 * j), scale);
+        // NaN / out of range -> INT32_MIN, as the reference and the x86 variants (vcvtaq would give 0).
+        const uint32x4_t in = vandq_u32(vcgeq_f32(p, vdupq_n_f32(-2147483648.0f)),
+                                        vcltq_f32(p, vdupq_n_f32(2147483648.0f)));
+        v[j] = vaddq_s32(vbslq_s32(in, vcvtaq_s32_f32(p), vdupq_n_s32(INT32_MIN)), zp);
         v[j] = vminq_s32(vmaxq_s32(v[j], lo), hi);
         gsum = vaddq_s32(gsum, v[j]);
       }
