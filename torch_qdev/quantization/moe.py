@@ -70,7 +70,24 @@ class _GroupedExpertsBase(nn.Module):
                                f"{tuple(top_k_weights.shape)} must be (tokens, top_k)")
 
 
-class GroupedExpertsA8W8(_GroupedExpertsBase):
+class _GroupedExpertsNZ(_GroupedExpertsBase):
+    """Experts whose ``w13`` / ``w2`` buffers the grouped GEMM reads as its packed operand."""
+
+    def pack_weights(self) -> "_GroupedExpertsNZ":
+        """On qdev, casts both weights to FRACTAL_NZ: the grouped GEMM then never packs."""
+        for name in ("w13", "w2"):
+            t = getattr(self, name)
+            if t.device.type == "qdev" and int(get_npu_format(t)) != _NZ:
+                setattr(self, name, npu_format_cast(t.contiguous(), _NZ))
+        return self
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self.pack_weights()
+        return out
+
+
+class GroupedExpertsA8W8(_GroupedExpertsNZ):
     """W8A8-dynamic experts on torch_npu's fused MoE path (see the module docstring).
 
     Buffers: ``w13`` (E, H, 2I) int8 and ``w13_scale`` (E, 2I) float32 (gate rows first, then up),
@@ -98,19 +115,6 @@ class GroupedExpertsA8W8(_GroupedExpertsBase):
         mod.w2_scale = s2
         mod.pack_weights()
         return mod
-
-    def pack_weights(self) -> "GroupedExpertsA8W8":
-        """On qdev, casts both weights to FRACTAL_NZ: the grouped GEMM then never packs."""
-        for name in ("w13", "w2"):
-            t = getattr(self, name)
-            if t.device.type == "qdev" and int(get_npu_format(t)) != _NZ:
-                setattr(self, name, npu_format_cast(t.contiguous(), _NZ))
-        return self
-
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
-        self.pack_weights()
-        return out
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
@@ -189,7 +193,7 @@ def _quant_int4_groups(w: torch.Tensor, group: int):
     return q.transpose(1, 2).contiguous(), scale.transpose(1, 2).contiguous()
 
 
-class GroupedExpertsW4A8(_GroupedExpertsBase):
+class GroupedExpertsW4A8(_GroupedExpertsNZ):
     """W4A8-dynamic experts: per-token int8 activations x int4 weights per k-group (torch_npu's int32 words,
     (E, K, N/8)), through npu_grouped_matmul's W4A8 path; the SwiGLU output is requantized per token by
     npu_dequant_swiglu_quant. On qdev the weights are FRACTAL_NZ, so the repacked experts stay cached."""
@@ -226,18 +230,6 @@ class GroupedExpertsW4A8(_GroupedExpertsBase):
         mod.w2, mod.w2_scale = _pack_int4_n(q2), s2
         mod.pack_weights()
         return mod
-
-    def pack_weights(self) -> "GroupedExpertsW4A8":
-        for name in ("w13", "w2"):
-            t = getattr(self, name)
-            if t.device.type == "qdev" and int(get_npu_format(t)) != _NZ:
-                setattr(self, name, npu_format_cast(t.contiguous(), _NZ))
-        return self
-
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
-        self.pack_weights()
-        return out
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
