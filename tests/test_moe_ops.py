@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import torch_qdev
-from quant_reference import decode_offset, decode_scale, dynamic_quant, pack_int4, trans_quant_param
+from quant_reference import decode_offset, decode_scale, dynamic_quant, pack_int4, trans_quant_param, unpack_int4
 
 DEVICES = ["cpu", "qdev"]
 
@@ -56,16 +56,9 @@ def ref_w8a8(x, w, counts, scale=None, pts=None, bias=None, out=torch.int32):
     return ys
 
 
-def unpack_int4_n(w):  # (.., K, N/8) int32 -> (.., K, N) int8
-    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
-    nib = (w.unsqueeze(-1) >> shifts) & 0xF
-    nib = torch.where(nib > 7, nib - 16, nib)
-    return nib.reshape(*w.shape[:-1], w.shape[-1] * 8).to(torch.int8)
-
-
 def ref_w4a8(x, w4, counts, scale, pts, bias, out):
     """scale (E, G, N): y = ((sum_g (x_g @ w_g) * scale[g]) * pts) + bias, fp32 in group order."""
-    w = unpack_int4_n(w4)
+    w = unpack_int4(w4)  # (E, K, N/8) int32 -> (E, K, N) int8
     E, K, N = w.shape
     G = scale.shape[1]
     gs = K // G

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import ops_moe
-from ..ops import get_npu_format, npu_format_cast
+from ..ops import get_npu_format, npu_convert_weight_to_int4pack, npu_format_cast
 
 _NZ = 29
 
@@ -177,13 +177,6 @@ class GroupedExpertsA16W8(_GroupedExpertsBase):
         return ops_moe.npu_moe_token_unpermute(y, row_idx, top_k_weights.to(torch.float32)).to(dtype)
 
 
-def _pack_int4_n(q: torch.Tensor) -> torch.Tensor:
-    """int values in [-8, 7] (..., N) -> int32 words of 8 nibbles along N, LSB first (torch_npu's int4)."""
-    v = (q.to(torch.int64) & 0xF).reshape(*q.shape[:-1], q.shape[-1] // 8, 8)
-    packed = (v << torch.arange(0, 32, 4, dtype=torch.int64, device=q.device)).sum(-1)
-    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
-
-
 def _quant_int4_groups(w: torch.Tensor, group: int):
     """(E, N, K) float -> int4 values (E, K, N) int8 and scales (E, G, N): symmetric per k-group, absmax / 7."""
     E, N, K = w.shape
@@ -226,8 +219,9 @@ class GroupedExpertsW4A8(_GroupedExpertsNZ):
         mod = cls(E, H, two_i // 2, group_size=group_size, device="meta")
         q13, s13 = _quant_int4_groups(gu, group_size or H)
         q2, s2 = _quant_int4_groups(dn, group_size or two_i // 2)
-        mod.w13, mod.w13_scale = _pack_int4_n(q13), s13
-        mod.w2, mod.w2_scale = _pack_int4_n(q2), s2
+        # int32 words of 8 nibbles along N, LSB first: torch_npu's int4, packed by its own op
+        mod.w13, mod.w13_scale = npu_convert_weight_to_int4pack(q13.to(torch.int32)), s13
+        mod.w2, mod.w2_scale = npu_convert_weight_to_int4pack(q2.to(torch.int32)), s2
         mod.pack_weights()
         return mod
 
