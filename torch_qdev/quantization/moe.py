@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .. import ops_moe
+from ..contrib.module.linear_a8w8_dynamic import quantize_int8_symmetric as _quant_per_channel
 from ..ops import get_npu_format, npu_convert_weight_to_int4pack, npu_format_cast
 
 _NZ = 29
@@ -40,13 +41,6 @@ def is_moe_experts(module: nn.Module) -> bool:
 def _act_is_silu(module: nn.Module) -> bool:
     act = getattr(module, "act_fn", None)
     return act is None or isinstance(act, nn.SiLU) or type(act).__name__ in ("SiLU", "SiLUActivation")
-
-
-def _quant_per_channel(w: torch.Tensor):
-    """(E, N, K) float -> int8 (E, N, K), scale (E, N): symmetric, absmax / 127, round half even."""
-    w = w.detach().to(torch.float32)
-    scale = w.abs().amax(dim=-1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
-    return torch.round(w / scale[..., None]).clamp(-127, 127).to(torch.int8), scale
 
 
 class _GroupedExpertsBase(nn.Module):
