@@ -28,13 +28,6 @@ from _harness import measure, read_bandwidth  # noqa: E402
 INT8_PEAK = 939.0  # GOP/s, 2 cores (perf_anchors.md)
 
 
-def pack_int4(v):
-    """int values in [-8, 7] along the last dim -> int32 words of 8 nibbles, LSB first (torch_npu's int4)."""
-    v = (v.to(torch.int64) & 0xF).reshape(*v.shape[:-1], v.shape[-1] // 8, 8)
-    packed = (v << torch.arange(0, 32, 4, dtype=torch.int64)).sum(-1)
-    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
-
-
 def routings(tokens, top_k, experts, pool, gen):
     out = []
     for _ in range(pool):
@@ -80,7 +73,8 @@ def main():
     w_nk = w.transpose(1, 2).contiguous().to(dev).transpose(1, 2)       # W8A16: column streams
     ascale = (torch.rand(E, N, generator=gen) * 1e-2).bfloat16().to(dev)
     wv4 = torch.randint(-8, 8, (E, K, N), dtype=torch.int8, generator=gen)
-    w4 = torch_qdev.npu_format_cast(pack_int4(wv4).to(dev), 29)  # NZ: the repacked experts stay cached
+    w4 = torch_qdev.npu_convert_weight_to_int4pack(wv4.to(torch.int32))  # (E, K, N/8) int32 words
+    w4 = torch_qdev.npu_format_cast(w4.to(dev), 29)  # NZ: the repacked experts stay cached
     s4 = (torch.rand(E, K // 128, N, generator=gen) * 1e-2).to(dev)
     dense_nz = [torch_qdev.npu_format_cast(w[e].contiguous().to(dev), 29) for e in range(E)]
     w_f32 = w.float()  # fp32 peer (same shapes, CPU)

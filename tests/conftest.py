@@ -1,6 +1,7 @@
 """Shared fixtures. ``import torch`` autoloads torch_qdev; importing it again is a no-op."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,3 +37,35 @@ def run_python(code: str, env: dict[str, str] | None = None, timeout: int = 120)
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, env=full_env, timeout=timeout)
+
+
+ISAS = torch_qdev._C._supported_cpu_isas()
+
+
+@contextlib.contextmanager
+def cpu_isa(isa: str):
+    """Runs the block with the CPU kernels' ISA variant forced to ``isa``, then restores it."""
+    previous = torch_qdev._C._get_cpu_isa()
+    assert torch_qdev._C._set_cpu_isa(isa)
+    try:
+        yield
+    finally:
+        torch_qdev._C._set_cpu_isa(previous)
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Runs the test once per supported ISA variant, with that variant forced."""
+    with cpu_isa(request.param):
+        yield request.param
+
+
+@contextlib.contextmanager
+def internal_format(allow: bool = True):
+    """Runs the block with ``torch.qdev.config.allow_internal_format`` set, then restores it."""
+    previous = torch.qdev.config.allow_internal_format
+    torch.qdev.config.allow_internal_format = allow
+    try:
+        yield
+    finally:
+        torch.qdev.config.allow_internal_format = previous

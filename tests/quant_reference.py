@@ -39,8 +39,14 @@ def decode_offset(packed):
 
 def quant_matmul(x1, x2, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None):
     """int8 (or unpacked int4) operands on the CPU; returns the torch_npu result."""
-    out = output_dtype or torch.int8
     acc = torch.matmul(x1.to(torch.int64), x2.to(torch.int64)).to(torch.int32)
+    return quant_matmul_epilogue(acc, scale, offset=offset, pertoken_scale=pertoken_scale, bias=bias,
+                                 output_dtype=output_dtype)
+
+
+def quant_matmul_epilogue(acc, scale, *, offset=None, pertoken_scale=None, bias=None, output_dtype=None):
+    """npu_quant_matmul's output stage on the int32 accumulator (any device)."""
+    out = output_dtype or torch.int8
     if bias is not None and bias.dtype == torch.int32:
         b = bias if bias.dim() == 1 else bias  # (n,) or (batch, 1, n) broadcast
         acc = acc + b

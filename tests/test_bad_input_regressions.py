@@ -12,6 +12,7 @@ import torch
 
 import torch_qdev
 import quant_reference as ref
+from conftest import ISAS, cpu_isa, internal_format
 from torch_qdev.contrib.module import LinearA8W8Dynamic, LinearW4A8Dynamic
 
 
@@ -302,12 +303,8 @@ def test_cpu_generator_for_a_qdev_op():
 def test_nz_tensor_round_trips_in_both_formats(zipfile):
     """With _use_new_zipfile_serialization=False an NZ tensor loaded back as garbage."""
     t = torch.randint(-128, 128, (33, 64), dtype=torch.int8)
-    prev_fmt = torch.qdev.config.allow_internal_format
-    torch.qdev.config.allow_internal_format = True
-    try:
+    with internal_format(True):
         nz = torch_qdev.npu_format_cast(t.qdev(), 29)
-    finally:
-        torch.qdev.config.allow_internal_format = prev_fmt
     assert torch_qdev.get_npu_format(nz) == torch_qdev.Format.FRACTAL_NZ
     buf = io.BytesIO()
     torch.save({"w": nz}, buf, _use_new_zipfile_serialization=zipfile)
@@ -328,12 +325,8 @@ def test_non_finite_inputs_quantize_alike_on_every_isa(row, asym):
     x = torch.tensor([row] * 3)
     op = torch_qdev.npu_dynamic_quant_asymmetric if asym else torch_qdev.npu_dynamic_quant
     expected = ref.dynamic_quant(x, asymmetric=asym)
-    previous = torch_qdev._C._get_cpu_isa()
-    try:
-        for isa in torch_qdev._C._supported_cpu_isas():
-            torch_qdev._C._set_cpu_isa(isa)
+    for isa in ISAS:
+        with cpu_isa(isa):
             got = op(x)
             assert torch.equal(got[0], expected[0].to(torch.int8)), isa
             assert torch.allclose(got[1], expected[1], equal_nan=True), isa
-    finally:
-        torch_qdev._C._set_cpu_isa(previous)

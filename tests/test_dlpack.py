@@ -10,6 +10,7 @@ import torch
 from torch.utils.dlpack import DLDeviceType
 
 import torch_qdev
+from conftest import internal_format
 
 
 @pytest.mark.parametrize("device", ["qdev:0", "qdev:1"])
@@ -130,9 +131,7 @@ def test_what_cannot_be_exported_fails_clearly():
         torch.from_dlpack(torch.ones(2, dtype=torch.complex64, device="qdev").conj())
     with pytest.raises(TypeError, match="stream must be"):
         torch.ones(2, device="qdev").__dlpack__(stream="s")
-    previous = torch.qdev.config.allow_internal_format
-    torch.qdev.config.allow_internal_format = True
-    try:
+    with internal_format(True):
         w = torch.randint(-128, 128, (64, 64), dtype=torch.int8).to("qdev")
         nz = torch_qdev.npu_format_cast(w, 29)
         assert torch_qdev.get_npu_format(nz) == torch_qdev.Format.FRACTAL_NZ
@@ -142,8 +141,6 @@ def test_what_cannot_be_exported_fails_clearly():
                 export(nz)
         nd = torch_qdev.npu_format_cast(nz, 2)
         assert torch.equal(torch.from_dlpack(nd).cpu(), w.cpu())
-    finally:
-        torch.qdev.config.allow_internal_format = previous
 
 
 def test_other_devices_still_use_torchs_own_code():

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import torch_qdev
-from quant_reference import decode_offset, decode_scale, dynamic_quant, pack_int4, trans_quant_param
+from conftest import ISAS, cpu_isa
+from quant_reference import decode_offset, decode_scale, dynamic_quant, pack_int4, trans_quant_param, unpack_int4
 
 DEVICES = ["cpu", "qdev"]
 
@@ -56,16 +57,9 @@ def ref_w8a8(x, w, counts, scale=None, pts=None, bias=None, out=torch.int32):
     return ys
 
 
-def unpack_int4_n(w):  # (.., K, N/8) int32 -> (.., K, N) int8
-    shifts = torch.arange(0, 32, 4, dtype=torch.int32)
-    nib = (w.unsqueeze(-1) >> shifts) & 0xF
-    nib = torch.where(nib > 7, nib - 16, nib)
-    return nib.reshape(*w.shape[:-1], w.shape[-1] * 8).to(torch.int8)
-
-
 def ref_w4a8(x, w4, counts, scale, pts, bias, out):
     """scale (E, G, N): y = ((sum_g (x_g @ w_g) * scale[g]) * pts) + bias, fp32 in group order."""
-    w = unpack_int4_n(w4)
+    w = unpack_int4(w4)  # (E, K, N/8) int32 -> (E, K, N) int8
     E, K, N = w.shape
     G = scale.shape[1]
     gs = K // G
@@ -138,18 +132,14 @@ def _check(out, ys, split_item, exact=True, **tol):
 def test_gmm_w8a8_int32_every_isa(device, glt, split_item):
     x, w, counts = _w8a8_data(1)
     ref = ref_w8a8(x, w, counts)
-    prev = torch_qdev._C._get_cpu_isa()
-    try:
-        for isa in torch_qdev._C._supported_cpu_isas():
-            assert torch_qdev._C._set_cpu_isa(isa)
+    for isa in ISAS:
+        with cpu_isa(isa):
             out = torch_qdev.npu_grouped_matmul([x.to(device)], [w.to(device)],
                                                 group_list=_group_list(counts, glt).to(device),
                                                 split_item=split_item, group_type=0, group_list_type=glt,
                                                 output_dtype=torch.int32)
             assert out[0].device.type == device
             _check(out, ref, split_item)
-    finally:
-        torch_qdev._C._set_cpu_isa(prev)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -234,10 +224,8 @@ def test_gmm_w4a8(device, groups, counts):
     scale = torch.rand(E, groups, N, generator=g) * 1e-2
     pts = torch.rand(M, generator=g) * 0.1
     bias = torch.randn(E, N, generator=g)
-    prev = torch_qdev._C._get_cpu_isa()
-    try:
-        for isa in torch_qdev._C._supported_cpu_isas():
-            torch_qdev._C._set_cpu_isa(isa)
+    for isa in ISAS:
+        with cpu_isa(isa):
             out = torch_qdev.npu_grouped_matmul(
                 [x.to(device)], [w4.to(device)], bias=[bias.to(device)],
                 scale=[scale.reshape(E, -1).to(device) if groups == 1 else scale.to(device)],
@@ -245,8 +233,6 @@ def test_gmm_w4a8(device, groups, counts):
                 group_type=0, group_list_type=1, output_dtype=torch.bfloat16)
             _check(out, ref_w4a8(x, w4, list(counts), scale, pts, bias, torch.bfloat16), 3, exact=False,
                    rtol=1e-2, atol=1e-2)
-    finally:
-        torch_qdev._C._set_cpu_isa(prev)
 
 
 # --- W8A16 / W4A16 ---------------------------------------------------------------------------
@@ -717,18 +703,14 @@ def test_row_kernel_variants_agree():
     x1, x2 = torch.randn(9, 100, generator=g).bfloat16(), torch.randn(9, 100, generator=g).bfloat16()
     gamma = torch.randn(100, generator=g).bfloat16()
     s1 = torch.rand(100, generator=g) + 0.01
-    prev = torch_qdev._C._get_cpu_isa()
     res = {}
-    try:
-        for isa in torch_qdev._C._supported_cpu_isas():
-            torch_qdev._C._set_cpu_isa(isa)
+    for isa in ISAS:
+        with cpu_isa(isa):
             res[isa] = (torch_qdev.npu_swiglu_quant(x, quant_mode=1),
                         torch_qdev.npu_add_rms_norm_dynamic_quant(x1, x2, gamma),
                         torch_qdev.npu_add_rms_norm_quant(x1, x2, gamma, s1, div_mode=False),
                         torch_qdev.npu_quantize(x, torch.tensor([0.3]), None, torch.qint8, -1, False),
                         torch_qdev.npu_swiglu(x))
-    finally:
-        torch_qdev._C._set_cpu_isa(prev)
     ref = res["ref"]
     for isa, r in res.items():
         (y, s), (q1, _, xo, sc1, _), (p1, _, _), qz, sw = r

@@ -6,26 +6,14 @@ The hand-picked cases and the default-variant fuzz tests live beside each op's t
 add the variant axis and the parts of the argument space those do not draw."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import torch_qdev
 import quant_reference as ref
+from conftest import ISAS, cpu_isa
 
-ISAS = torch_qdev._C._supported_cpu_isas()
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
-
-
-@contextlib.contextmanager
-def cpu_isa(isa):
-    previous = torch_qdev._C._get_cpu_isa()
-    assert torch_qdev._C._set_cpu_isa(isa)
-    try:
-        yield
-    finally:
-        torch_qdev._C._set_cpu_isa(previous)
 
 
 def rand_i8(shape, gen):

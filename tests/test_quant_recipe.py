@@ -17,16 +17,6 @@ from torch_qdev.quantization.int4_search import quantize_groups_asym, search_sca
 
 from test_w4a8 import quant_rows
 
-ISAS = torch_qdev._C._supported_cpu_isas()
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    previous = torch_qdev._C._get_cpu_isa()
-    torch_qdev._C._set_cpu_isa(request.param)
-    yield request.param
-    torch_qdev._C._set_cpu_isa(previous)
-
 
 def emulate_asym(x, u, scales, zeros, gs, K, N, bias=None):
     """qd_w4a8.h's asymmetric formula: per group acc = (acc + iacc * s) + asum * z."""

@@ -12,8 +12,6 @@ from torch.testing._internal.common_quantization import _group_quantize_tensor_s
 import torch_qdev
 from quant_reference import w4a8_emulate as emulate, w4a8_quant_rows as quant_rows  # noqa: F401
 
-ISAS = torch_qdev._C._supported_cpu_isas()
-
 
 def make(K, N, gs, seed=0, with_bias=False):
     gen = torch.Generator().manual_seed(seed)
@@ -22,14 +20,6 @@ def make(K, N, gs, seed=0, with_bias=False):
     s = s.float() if gs == K else s.bfloat16()
     bias = torch.randn(N, generator=gen) if with_bias else None
     return b, w_u8, s, bias
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    previous = torch_qdev._C._get_cpu_isa()
-    torch_qdev._C._set_cpu_isa(request.param)
-    yield request.param
-    torch_qdev._C._set_cpu_isa(previous)
 
 
 @pytest.mark.parametrize("gs,with_bias,xdist", itertools.product([32, 64, 128, "K"], [False, True],

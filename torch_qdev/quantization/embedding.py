@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..contrib.module.linear_a8w8_dynamic import quantize_int8_symmetric
+
 
 class QuantizedEmbedding(nn.Module):
     """Symmetric int8 per row (scale = absmax / 127); a lookup dequantizes only the rows it reads.
@@ -30,9 +32,9 @@ class QuantizedEmbedding(nn.Module):
     def from_float(cls, emb: nn.Embedding) -> "QuantizedEmbedding":
         w = emb.weight.detach().float()
         mod = cls(emb.num_embeddings, emb.embedding_dim, emb.padding_idx, device=w.device)
-        scale = w.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny) / 127
-        mod.weight_int8.copy_(torch.round(w / scale).clamp_(-127, 127).to(torch.int8))
-        mod.scale = scale.to(emb.weight.dtype)  # the output dtype follows the model's
+        q, scale = quantize_int8_symmetric(w)
+        mod.weight_int8.copy_(q)
+        mod.scale = scale[:, None].to(emb.weight.dtype)  # the output dtype follows the model's
         embed_scale = getattr(emb, "embed_scale", None)
         if isinstance(embed_scale, torch.Tensor):
             mod.register_buffer("embed_scale", embed_scale.detach().clone(), persistent=False)

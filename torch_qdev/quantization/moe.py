@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from .. import ops_moe
-from ..ops import get_npu_format, npu_format_cast
+from ..contrib.module.linear_a8w8_dynamic import quantize_int8_symmetric as _quant_per_channel
+from ..ops import get_npu_format, npu_convert_weight_to_int4pack, npu_format_cast
 
 _NZ = 29
 
@@ -40,13 +41,6 @@ def is_moe_experts(module: nn.Module) -> bool:
 def _act_is_silu(module: nn.Module) -> bool:
     act = getattr(module, "act_fn", None)
     return act is None or isinstance(act, nn.SiLU) or type(act).__name__ in ("SiLU", "SiLUActivation")
-
-
-def _quant_per_channel(w: torch.Tensor):
-    """(E, N, K) float -> int8 (E, N, K), scale (E, N): symmetric, absmax / 127, round half even."""
-    w = w.detach().to(torch.float32)
-    scale = w.abs().amax(dim=-1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
-    return torch.round(w / scale[..., None]).clamp(-127, 127).to(torch.int8), scale
 
 
 class _GroupedExpertsBase(nn.Module):
@@ -70,7 +64,24 @@ class _GroupedExpertsBase(nn.Module):
                                f"{tuple(top_k_weights.shape)} must be (tokens, top_k)")
 
 
-class GroupedExpertsA8W8(_GroupedExpertsBase):
+class _GroupedExpertsNZ(_GroupedExpertsBase):
+    """Experts whose ``w13`` / ``w2`` buffers the grouped GEMM reads as its packed operand."""
+
+    def pack_weights(self) -> "_GroupedExpertsNZ":
+        """On qdev, casts both weights to FRACTAL_NZ: the grouped GEMM then never packs."""
+        for name in ("w13", "w2"):
+            t = getattr(self, name)
+            if t.device.type == "qdev" and int(get_npu_format(t)) != _NZ:
+                setattr(self, name, npu_format_cast(t.contiguous(), _NZ))
+        return self
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self.pack_weights()
+        return out
+
+
+class GroupedExpertsA8W8(_GroupedExpertsNZ):
     """W8A8-dynamic experts on torch_npu's fused MoE path (see the module docstring).
 
     Buffers: ``w13`` (E, H, 2I) int8 and ``w13_scale`` (E, 2I) float32 (gate rows first, then up),
@@ -98,19 +109,6 @@ class GroupedExpertsA8W8(_GroupedExpertsBase):
         mod.w2_scale = s2
         mod.pack_weights()
         return mod
-
-    def pack_weights(self) -> "GroupedExpertsA8W8":
-        """On qdev, casts both weights to FRACTAL_NZ: the grouped GEMM then never packs."""
-        for name in ("w13", "w2"):
-            t = getattr(self, name)
-            if t.device.type == "qdev" and int(get_npu_format(t)) != _NZ:
-                setattr(self, name, npu_format_cast(t.contiguous(), _NZ))
-        return self
-
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
-        self.pack_weights()
-        return out
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:
@@ -173,13 +171,6 @@ class GroupedExpertsA16W8(_GroupedExpertsBase):
         return ops_moe.npu_moe_token_unpermute(y, row_idx, top_k_weights.to(torch.float32)).to(dtype)
 
 
-def _pack_int4_n(q: torch.Tensor) -> torch.Tensor:
-    """int values in [-8, 7] (..., N) -> int32 words of 8 nibbles along N, LSB first (torch_npu's int4)."""
-    v = (q.to(torch.int64) & 0xF).reshape(*q.shape[:-1], q.shape[-1] // 8, 8)
-    packed = (v << torch.arange(0, 32, 4, dtype=torch.int64, device=q.device)).sum(-1)
-    return torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
-
-
 def _quant_int4_groups(w: torch.Tensor, group: int):
     """(E, N, K) float -> int4 values (E, K, N) int8 and scales (E, G, N): symmetric per k-group, absmax / 7."""
     E, N, K = w.shape
@@ -189,7 +180,7 @@ def _quant_int4_groups(w: torch.Tensor, group: int):
     return q.transpose(1, 2).contiguous(), scale.transpose(1, 2).contiguous()
 
 
-class GroupedExpertsW4A8(_GroupedExpertsBase):
+class GroupedExpertsW4A8(_GroupedExpertsNZ):
     """W4A8-dynamic experts: per-token int8 activations x int4 weights per k-group (torch_npu's int32 words,
     (E, K, N/8)), through npu_grouped_matmul's W4A8 path; the SwiGLU output is requantized per token by
     npu_dequant_swiglu_quant. On qdev the weights are FRACTAL_NZ, so the repacked experts stay cached."""
@@ -222,22 +213,11 @@ class GroupedExpertsW4A8(_GroupedExpertsBase):
         mod = cls(E, H, two_i // 2, group_size=group_size, device="meta")
         q13, s13 = _quant_int4_groups(gu, group_size or H)
         q2, s2 = _quant_int4_groups(dn, group_size or two_i // 2)
-        mod.w13, mod.w13_scale = _pack_int4_n(q13), s13
-        mod.w2, mod.w2_scale = _pack_int4_n(q2), s2
+        # int32 words of 8 nibbles along N, LSB first: torch_npu's int4, packed by its own op
+        mod.w13, mod.w13_scale = npu_convert_weight_to_int4pack(q13.to(torch.int32)), s13
+        mod.w2, mod.w2_scale = npu_convert_weight_to_int4pack(q2.to(torch.int32)), s2
         mod.pack_weights()
         return mod
-
-    def pack_weights(self) -> "GroupedExpertsW4A8":
-        for name in ("w13", "w2"):
-            t = getattr(self, name)
-            if t.device.type == "qdev" and int(get_npu_format(t)) != _NZ:
-                setattr(self, name, npu_format_cast(t.contiguous(), _NZ))
-        return self
-
-    def _apply(self, fn, recurse=True):
-        out = super()._apply(fn, recurse)
-        self.pack_weights()
-        return out
 
     def forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                 top_k_weights: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@
 
 #include "../../kernels/moe/qd_moe_rows.h"
 #include "../../runtime/QdevStream.h"
+#include "DeviceChecks.h"
 #include "MoeOps.h"
 #include "QdevFormat.h"
 #include "QuantCommon.h"
@@ -20,19 +21,6 @@ namespace k = ::qdev::kernels;
 
 // The row kernels of the active ISA variant.
 const k::MoeRowKernels& row_kernels() { return k::moe_row_kernels(k::active_isa()); }
-
-// qdev tensors: this device, after the work queued on its current stream.
-void enter(const at::Tensor& like, std::optional<c10::DeviceGuard>& guard) {
-  if (like.device().type() == c10::DeviceType::PrivateUse1) {
-    guard.emplace(like.device());
-    c10::qdev::sync_current_stream(like.device().index());
-  }
-}
-
-void same_device(const at::Tensor& t, const at::Tensor& like) {
-  TORCH_CHECK(t.device() == like.device(), "Expected all tensors to be on the same device, but found at least "
-              "two devices, ", like.device(), " and ", t.device(), "!");
-}
 
 // Rows of x as fp32 (host), contiguous.
 at::Tensor f32_rows(const at::Tensor& t, int64_t h) {

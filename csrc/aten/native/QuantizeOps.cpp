@@ -6,24 +6,13 @@
 #include <c10/core/DeviceGuard.h>
 
 #include "../../runtime/QdevStream.h"
+#include "DeviceChecks.h"
 #include "MoeOps.h"
 #include "QdevFormat.h"
 #include "QuantCommon.h"
 
 namespace at::native::qdev {
 namespace {
-
-void same_device(const at::Tensor& t, const at::Tensor& like) {
-  TORCH_CHECK(t.device() == like.device(), "Expected all tensors to be on the same device, but found at least "
-              "two devices, ", like.device(), " and ", t.device(), "!");
-}
-
-void enter(const at::Tensor& like, std::optional<c10::DeviceGuard>& guard) {
-  if (like.device().type() == c10::DeviceType::PrivateUse1) {
-    guard.emplace(like.device());
-    c10::qdev::sync_current_stream(like.device().index());
-  }
-}
 
 // A quantization parameter as fp32, shaped to broadcast along `axis` of an n-D input.
 at::Tensor along_axis(const at::Tensor& p, int64_t ndim, int64_t axis, int64_t size, const char* op, const char* name) {

@@ -6,18 +6,27 @@
 
 namespace at::native::qdev {
 
+namespace {
+
+// A tensor of `key` over `storage` with like's dtype, sizes, strides, offset and conj/neg bits.
+at::Tensor tensor_over(c10::Storage storage, c10::DispatchKey key, const at::Tensor& like) {
+  auto out = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(key),
+                                                      like.dtype());
+  out.unsafeGetTensorImpl()->set_sizes_and_strides(like.sizes(), like.strides(), like.storage_offset());
+  if (like.is_conj()) out._set_conj(true);
+  if (like.is_neg()) out._set_neg(true);
+  return out;
+}
+
+}  // namespace
+
 at::Tensor cpu_alias(const at::Tensor& t, bool resizable) {
   const c10::Storage& storage = t.storage();
   void* base = storage.unsafeGetStorageImpl()->mutable_data();
   c10::Storage alias_storage(c10::Storage::use_byte_size_t(), storage.nbytes(),
                              c10::DataPtr(base, c10::Device(c10::DeviceType::CPU)),
                              resizable ? c10::GetCPUAllocator() : nullptr, resizable);
-  auto alias = at::detail::make_tensor<c10::TensorImpl>(
-      std::move(alias_storage), c10::DispatchKeySet(c10::DispatchKey::CPU), t.dtype());
-  alias.unsafeGetTensorImpl()->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
-  if (t.is_conj()) alias._set_conj(true);
-  if (t.is_neg()) alias._set_neg(true);
-  return alias;
+  return tensor_over(std::move(alias_storage), c10::DispatchKey::CPU, t);
 }
 
 at::Tensor owning_cpu_alias(const at::Tensor& t) {
@@ -29,23 +38,11 @@ at::Tensor owning_cpu_alias(const at::Tensor& t) {
                    c10::Device(c10::DeviceType::CPU));
   c10::Storage alias_storage(c10::Storage::use_byte_size_t(), keep->nbytes(), std::move(ptr),
                              /*allocator=*/nullptr, /*resizable=*/false);
-  auto alias = at::detail::make_tensor<c10::TensorImpl>(
-      std::move(alias_storage), c10::DispatchKeySet(c10::DispatchKey::CPU), t.dtype());
-  alias.unsafeGetTensorImpl()->set_sizes_and_strides(t.sizes(), t.strides(), t.storage_offset());
-  if (t.is_conj()) alias._set_conj(true);
-  if (t.is_neg()) alias._set_neg(true);
-  return alias;
+  return tensor_over(std::move(alias_storage), c10::DispatchKey::CPU, t);
 }
 
 at::Tensor qdev_view_of(const at::Tensor& owner, const at::Tensor& view) {
-  auto out = at::detail::make_tensor<c10::TensorImpl>(
-      c10::Storage(owner.storage()), c10::DispatchKeySet(c10::DispatchKey::PrivateUse1),
-      view.dtype());
-  out.unsafeGetTensorImpl()->set_sizes_and_strides(view.sizes(), view.strides(),
-                                                    view.storage_offset());
-  if (view.is_conj()) out._set_conj(true);
-  if (view.is_neg()) out._set_neg(true);
-  return out;
+  return tensor_over(c10::Storage(owner.storage()), c10::DispatchKey::PrivateUse1, view);
 }
 
 }  // namespace at::native::qdev

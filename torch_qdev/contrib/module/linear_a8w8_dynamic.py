@@ -9,6 +9,14 @@ from torch import nn
 from ... import ops
 
 
+def quantize_int8_symmetric(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float (..., K) -> int8 (..., K) and float32 scale (...,): symmetric per row over the last dim,
+    ``scale = absmax / 127``, round half to even, clamped to [-127, 127]."""
+    w = weight.detach().to(torch.float32)
+    scale = w.abs().amax(dim=-1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
+    return torch.round(w / scale[..., None]).clamp(-127, 127).to(torch.int8), scale
+
+
 class LinearA8W8Dynamic(nn.Module):
     r"""The torch_npu W8A8-dynamic recipe as one layer:
     ``xq, s = npu_dynamic_quant(x)`` then ``npu_quant_matmul(xq, weight.T, scale, pertoken_scale=s, bias=bias)``.
@@ -35,9 +43,7 @@ class LinearA8W8Dynamic(nn.Module):
     def from_float(cls, linear: nn.Linear, device=None) -> "LinearA8W8Dynamic":
         """Symmetric per-channel int8 weights (``scale = absmax / 127``, round half to even)."""
         device = linear.weight.device if device is None else torch.device(device)
-        w = linear.weight.detach().to(torch.float32)
-        scale = w.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
-        w_q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        w_q, scale = quantize_int8_symmetric(linear.weight)
         mod = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         mod.weight = nn.Parameter(w_q.to(device), False)
         mod.scale = nn.Parameter(scale.to(device), False)

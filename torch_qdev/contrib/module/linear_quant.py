@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ... import ops
+from .linear_a8w8_dynamic import quantize_int8_symmetric
 
 
 def _type_error(x: torch.Tensor, weight: torch.Tensor) -> ValueError:
@@ -79,11 +80,9 @@ class LinearQuant(nn.Module):
         ``linear(x)`` up to quantization error. bfloat16 outputs keep a float bias; other
         outputs get it as int32, in units of the output scale.
         """
-        w = linear.weight.detach().to(torch.float32)
-        w_scale = w.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
-        w_q = torch.round(w / w_scale[:, None]).clamp(-127, 127).to(torch.int8)
+        w_q, w_scale = quantize_int8_symmetric(linear.weight)
         has_bias = linear.bias is not None
-        mod = cls(linear.in_features, linear.out_features, bias=has_bias, device=w.device,
+        mod = cls(linear.in_features, linear.out_features, bias=has_bias, device=w_q.device,
                   output_dtype=output_dtype)
         mod.weight.data = w_q
         scale = (w_scale * input_scale).to(torch.float32)
