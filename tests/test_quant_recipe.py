@@ -243,7 +243,8 @@ def test_search_kernel_matches_torch_search():
         s_t, m_t = search_scale_min(w, i, use_kernel=False)
         # the same fits, but for near-ties that float rounding decides either way
         assert (torch.isclose(s_k, s_t, rtol=1e-4) & torch.isclose(m_k, m_t, rtol=1e-4, atol=1e-6)).float().mean() > 0.95
-        assert (err(s_k, m_k, a) <= err(s_t, m_t, a) * 1.01 + 1e-6).all()
+        ek, et = err(s_k, m_k, a), err(s_t, m_t, a)
+        assert ek.sum() <= et.sum() * 1.002 and (ek <= et * 1.05 + 1e-6).all()
     with pytest.raises(RuntimeError, match="must be a 2-D float32"):
         torch.ops.qdev.int4_group_search(w.double(), None, [0.0], 15)
     torch.library.opcheck(torch.ops.qdev.int4_group_search.default, (w, imp, [0.0, 0.5], 15))

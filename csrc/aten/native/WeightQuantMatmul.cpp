@@ -101,8 +101,32 @@ at::Tensor finish_output(at::Tensor y, const at::Tensor& x, const std::optional<
 }
 
 // Scales / offsets of an nn.Linear-layout weight widened to the kernels' [groups][n] fp32 rows.
+// The scale/offset rows the kernels read: (groups, n) fp32 holding values of the activation dtype.
+// One strided loop: a module's (n, groups) parameter arrives transposed, and ATen's transposing
+// float copy of such a small tensor costs ~10x the whole int4 GEMV at decode shapes.
+template <class T>
+void widen_rows(const at::Tensor& e, at::ScalarType xdt, float* out) {
+  const T* src = e.const_data_ptr<T>();
+  const int64_t rows = e.size(0), n = e.size(1), s0 = e.stride(0), s1 = e.stride(1);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      const float v = static_cast<float>(src[r * s0 + j * s1]);
+      out[r * n + j] = xdt == at::kBFloat16 ? static_cast<float>(c10::BFloat16(v)) : static_cast<float>(c10::Half(v));
+    }
+  }
+}
+
 at::Tensor kernel_rows(const at::Tensor& t, int64_t groups, int64_t n, at::ScalarType xdt) {
-  return t.to(xdt).to(at::kFloat).expand({groups, n}).contiguous();
+  const at::Tensor e = t.expand({groups, n});
+  at::Tensor out = at::empty({groups, n}, e.options().dtype(at::kFloat));
+  float* o = out.mutable_data_ptr<float>();
+  switch (e.scalar_type()) {
+    case at::kFloat: widen_rows<float>(e, xdt, o); break;
+    case at::kBFloat16: widen_rows<c10::BFloat16>(e, xdt, o); break;
+    case at::kHalf: widen_rows<c10::Half>(e, xdt, o); break;
+    default: return t.to(xdt).to(at::kFloat).expand({groups, n}).contiguous();
+  }
+  return out;
 }
 
 // nn.Linear-layout weights (x2 = weight.t(), int8 or int4): up to wq_gemv_max_rows rows run the fused GEMV,
