@@ -164,7 +164,7 @@ def test_llm_demo_smoke(tmp_path, capsys):
     assert "| qdev W4A8-dynamic g32 (fp32 x) |" in out and "| torch.ao dynamic int8 (fbgemm, fp32) |" in out
     with open(tmp_path / "llm_demo.csv") as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
-    expected = {"fp32 eager (CPU)", "qdev A8W8-dynamic", "qdev W4A8-dynamic g32 (fp32 x)", "qdev A16W8", "qdev A16W4 g128",
+    expected = {"fp32 eager (CPU)", "qdev A8W8-dynamic", "qdev W4A8-dynamic g32 (fp32 x)", "qdev A16W8", "qdev A16W4 g32",
                 "torch.ao dynamic int8 (fbgemm, fp32)", "torch int4 weight-only g32 (bf16)",
                 "torch _dyn_quant_matmul_4bit g32 (fp32)"}
     assert set(rows) == expected

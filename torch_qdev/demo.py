@@ -60,10 +60,10 @@ KLEIDIAI_7B = {"prefill": 340.0, "decode": 40.0}
 
 OURS = {
     "a8w8": ("qdev A8W8-dynamic", A8W8DynamicConfig()),
-    "w4a8": ("qdev W4A8-dynamic g32 (fp32 x)", W4A8DynamicConfig(group_size=32)),
+    "w4a8": ("qdev W4A8-dynamic g32 (fp32 x)", W4A8DynamicConfig()),  # the default recipe (group 32)
     "w4a8c": ("qdev W4A8-dynamic channelwise (fp32 x)", W4A8DynamicConfig(group_size=None)),
     "a16w8": ("qdev A16W8", A16W8Config()),
-    "a16w4": ("qdev A16W4 g128", A16W4Config(group_size=128)),
+    "a16w4": ("qdev A16W4 g32", A16W4Config()),  # the default recipe (group 32)
 }
 PEERS = {
     "fbgemm": "torch.ao dynamic int8 (fbgemm, fp32)",
