@@ -39,8 +39,8 @@ def test_a16w4_g128_on_576_takes_g96_and_skipped_layers_follow_the_model_dtype()
     with torch.no_grad():
         expect = ref(ids)
     model = bf16_outside_linears(Tiny())
-    with pytest.warns(UserWarning) as rec:
-        quantize_(model, A16W4Config(), device="qdev")
+    with pytest.warns(UserWarning) as rec:  # PyTorch's recipe: g128, the head like the body
+        quantize_(model, A16W4Config.pytorch_recipe(128), device="qdev")
     msgs = [str(w.message) for w in rec]
     assert any("use g96 instead of g128: up" in m for m in msgs), msgs
     assert any("kept 1 layer(s) in float: down (" in m and "cast to torch.bfloat16" in m for m in msgs), msgs
@@ -86,3 +86,14 @@ def test_group_fallback_w4a8_and_its_limits():
     with pytest.warns(UserWarning, match=r"kept 1 layer\(s\) in float: 0 \(in_features=40") as rec:
         quantize_(m3, A16W4Config(group_size=64))
     assert "cast" not in str(rec[0].message) and m3[0].weight.dtype == torch.float32
+
+
+def test_huge_group_size_refits_without_walking_every_smaller_group():
+    """The fallback's candidates start at in_features: a group of 2**40 (a fuzzed case) took
+    ~3e10 steps, a hang, when they started at the group size."""
+    model = nn.Sequential(nn.Linear(96, 16))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quantize_(model, A16W4Config(group_size=2**40))
+    assert isinstance(model[0], LinearWeightQuant)
+    assert any("use g32 instead of g1099511627776" in str(w.message) for w in caught), [str(w.message) for w in caught]

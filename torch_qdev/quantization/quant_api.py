@@ -33,12 +33,13 @@ def quantized_linear(linear: nn.Linear, config: QuantConfig) -> nn.Module:
 
 def _fit_group(config: QuantConfig, linear: nn.Linear) -> tuple[QuantConfig, Optional[str]]:
     """``config``, or the same config with the largest smaller group size (multiples of 32) that
-    ``linear`` takes when its own does not divide the layer (576 = 18 x 32 under g128 -> g64), so
-    that a group size never leaves a layer silently float. The note says what changed."""
+    ``linear`` takes when its own does not divide the layer (576 = 18 x 32 under g128 -> g96), so
+    that a group size never leaves a layer silently float. The note says what changed. Candidates
+    start at the layer's in_features, so a huge group size costs no more than a small one."""
     g = getattr(config, "group_size", None)
     if not g or config.check(linear) is None or not dataclasses.is_dataclass(config):
         return config, None
-    for smaller in range(g - 32, 31, -32):
+    for smaller in range(min(g - 32, linear.in_features) // 32 * 32, 31, -32):
         fitted = dataclasses.replace(config, group_size=smaller)
         if fitted.check(linear) is None:
             return fitted, f"g{smaller} instead of g{g}"
