@@ -98,11 +98,17 @@ class Result:
 
 
 def build_model(size: str, layers: int, seed: int = 0):
+    return random_llama({**MODELS[size], "num_hidden_layers": layers}, seed)
+
+
+def random_llama(dims: dict, seed: int = 0, std: Optional[float] = None):
+    """A LlamaForCausalLM of ``dims`` with seeded N(0, std) weights (default: Llama's
+    initializer_range) and unit norms; the same on every call with the same seed."""
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    cfg = LlamaConfig(**{**MODELS[size], "num_hidden_layers": layers}, max_position_embeddings=4096)
+    cfg = LlamaConfig(**dims, max_position_embeddings=4096)
     # Built on the meta device and filled once: Hugging Face's own init writes every weight twice
     # (nn.Linear's, then its normal_), ~3x slower at 1B.
     with torch.device("meta"):
@@ -117,8 +123,8 @@ def build_model(size: str, layers: int, seed: int = 0):
             p.requires_grad_(False)
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
-            else:  # Llama's initializer_range
-                p.normal_(0.0, cfg.initializer_range, generator=gen)
+            else:
+                p.normal_(0.0, cfg.initializer_range if std is None else std, generator=gen)
     return model
 
 

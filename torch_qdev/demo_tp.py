@@ -37,29 +37,12 @@ CONFIGS = ("a8w8", "w4a8", "a16w8", "a16w4", "none")
 def build_model(size: str, layers: Optional[int], seed: int, std: Optional[float] = None):
     """A random-weight LlamaForCausalLM, the same on every rank (seeded CPU generator); weights
     ~ N(0, std), by default Llama's initializer_range (0.02)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.utils import logging as hf_logging
+    from .demo import random_llama
 
-    hf_logging.set_verbosity_error()
     dims = dict(MODELS[size])
     if layers:
         dims["num_hidden_layers"] = layers
-    cfg = LlamaConfig(**dims, max_position_embeddings=4096)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(cfg)
-    model = model.to_empty(device="cpu").eval()
-    model.model.rotary_emb = type(model.model.rotary_emb)(config=cfg)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.requires_grad_(False)
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, cfg.initializer_range if std is None else std, generator=gen)
-    return model
+    return random_llama(dims, seed, std)
 
 
 def quant_config(name: str):
